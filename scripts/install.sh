@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# One-command set-up on a fresh Debian/Ubuntu machine: system packages, then streamcli with its
+# test, training and plotting extras (editable, so the shipped models/ folder is found in place).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# PortAudio for sounddevice; libsndfile for soundfile; PulseAudio + ALSA's pulse plugin for the live
+# end-to-end test (a null sink stands in for a microphone); espeak-ng/flite/sox for synthetic speech.
+APT_PACKAGES="libportaudio2 libsndfile1 pulseaudio pulseaudio-utils libasound2-plugins alsa-utils espeak-ng flite sox"
+
+SUDO=""
+if [ "$(id -u)" != "0" ]; then SUDO="sudo"; fi
+missing=""
+for p in $APT_PACKAGES; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
+done
+if [ -n "$missing" ]; then
+  $SUDO apt-get update -q
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends $missing
+fi
+
+PY="${PYTHON:-python3}"
+# The CPU build of torch keeps the training extra small; a CUDA build can be installed instead by hand.
+"$PY" -m pip install -q --upgrade pip
+"$PY" -m pip install -q "torch==2.13.0"
+"$PY" -m pip install -q -e '.[test,train,plot]'
+echo "streamcli installed: $("$PY" -c 'import streamcli; print(streamcli.__version__)')"
