@@ -1,9 +1,218 @@
-"""Placeholder until its owner fills it in."""
+"""`streamcli live` and `streamcli devices`: thin commands over streamcli.live."""
 
 from __future__ import annotations
 
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
 import typer
+
+from streamcli.cli import (
+    BEAM_OPTION,
+    DEBUG_OPTION,
+    DEVICE_OPTION,
+    MODEL_OPTION,
+    THREADS_OPTION,
+    console,
+    err_console,
+    load_recognizer,
+    run_command,
+)
+from streamcli.formats import write_atomic
 
 
 def register(app: typer.Typer) -> None:
-    """Adds this module's commands to the streamcli app."""
+    """Adds `live` and `devices` to the streamcli app."""
+    app.command("live")(live)
+    app.command("devices")(devices)
+
+
+def live(
+    model: str | None = MODEL_OPTION,
+    device: str = DEVICE_OPTION,
+    threads: int = THREADS_OPTION,
+    beam: int = BEAM_OPTION,
+    input_device: Annotated[
+        str | None,
+        typer.Option(
+            "--input-device", "-i", help="Audio input: index or (part of a) name from `streamcli devices`."
+        ),
+    ] = None,
+    input_file: Annotated[
+        Path | None, typer.Option("--input-file", help="Play this audio file at 1x as a stand-in microphone.")
+    ] = None,
+    input_speed: Annotated[
+        float,
+        typer.Option("--input-speed", help="Speed of --input-file: 1 = real time, 0 = as fast as possible."),
+    ] = 1.0,
+    sample_rate: Annotated[
+        int | None,
+        typer.Option("--sample-rate", help="Capture rate in Hz (default: the input's native rate)."),
+    ] = None,
+    channels: Annotated[
+        int | None,
+        typer.Option("--channels", help="Capture channels (default: up to 2 of the device's; downmixed)."),
+    ] = None,
+    block_ms: Annotated[
+        float, typer.Option("--block-ms", help="Capture block length in ms (0: the audio system chooses).")
+    ] = 0.0,
+    duration: Annotated[
+        float | None, typer.Option("--duration", help="Stop after this many seconds of audio.")
+    ] = None,
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "--output", "-o", help="Append each finalized segment to this file (flushed as it comes)."
+        ),
+    ] = None,
+    fmt: Annotated[
+        str | None,
+        typer.Option(
+            "--format", "-f", help="Output format: txt, jsonl, srt or vtt (default: from -o's extension)."
+        ),
+    ] = None,
+    rule1_silence: Annotated[
+        float,
+        typer.Option(
+            "--rule1-silence", help="Endpoint after this much silence (s) when nothing was decoded."
+        ),
+    ] = 2.4,
+    rule2_silence: Annotated[
+        float, typer.Option("--rule2-silence", help="Endpoint after this much silence (s) following speech.")
+    ] = 1.2,
+    max_utterance: Annotated[
+        float, typer.Option("--max-utterance", help="Endpoint when an utterance reaches this length (s).")
+    ] = 20.0,
+    silence_from: Annotated[
+        str,
+        typer.Option("--silence-from", help="Trailing silence measured by: decoder, audio, either or both."),
+    ] = "either",
+    no_endpoint: Annotated[
+        bool, typer.Option("--no-endpoint", help="Never split: one segment until stop.")
+    ] = False,
+    save_audio: Annotated[
+        Path | None,
+        typer.Option(
+            "--save-audio", help="Also record what the recognizer hears (mono float WAV, model rate)."
+        ),
+    ] = None,
+    stats_json: Annotated[
+        Path | None,
+        typer.Option("--stats-json", help="Write the session summary (latency, RTF, counters) here."),
+    ] = None,
+    status: Annotated[
+        bool, typer.Option("--status/--no-status", help="Show the status line (terminal only).")
+    ] = True,
+    debug: bool = DEBUG_OPTION,
+) -> None:
+    """Transcribe a microphone (or any audio input) live: partial text in place, finalized lines above.
+
+    Ctrl-C finalizes the current text, writes it and exits 0.
+    """
+
+    def body() -> None:
+        from streamcli import live as lv
+        from streamcli.endpoint import EndpointConfig
+
+        out_format = fmt or (lv.format_from_path(output) if output is not None else "txt")
+        if out_format not in lv.LIVE_FORMATS:
+            raise ValueError(f"--format must be one of {', '.join(lv.LIVE_FORMATS)}, got {out_format!r}")
+        endpoint = EndpointConfig(
+            enabled=not no_endpoint,
+            rule1_min_trailing_silence_s=rule1_silence,
+            rule2_min_trailing_silence_s=rule2_silence,
+            rule3_min_utterance_length_s=max_utterance,
+            silence_from=silence_from,  # type: ignore[arg-type]  # validated by EndpointConfig
+        )
+        if input_file is None:
+            lv.import_sounddevice()  # PortAudio missing: say so before loading a model
+        recognizer = load_recognizer(model, device, threads, beam, endpoint)
+        session = lv.LiveTranscriber(
+            recognizer,
+            input_device=input_device,
+            input_file=input_file,
+            sample_rate_hz=sample_rate,
+            channels=channels,
+            block_ms=block_ms,
+            duration_s=duration,
+            file_speed=input_speed,
+            save_audio=save_audio,
+        )
+        # Only now, with the input open: a device error must not truncate an existing output file.
+        try:
+            writer = lv.SegmentWriter(output, out_format) if output is not None else None
+        except BaseException:
+            session.close()
+            raise
+        where = session.device.name if session.device is not None else str(input_file)
+        err = err_console
+        err.print(
+            f"live: {where} at {session.capture_rate_hz} Hz x{session.capture_channels} -> "
+            f"{recognizer.info.name} on {recognizer.info.provider}; Ctrl-C to stop",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
+
+        def on_event(event: lv.LiveEvent) -> None:
+            if writer is not None and isinstance(event, lv.SegmentEvent):
+                writer.write(event.segment)
+            renderer(event)
+
+        try:
+            with lv.stop_on_sigint(session), lv.LiveRenderer(console, show_status=status) as renderer:
+                session.run(on_event)
+        finally:
+            if writer is not None:
+                writer.close()
+            err.print(lv.summary_line(session.summary), markup=False, highlight=False, soft_wrap=True)
+            if stats_json is not None:
+                write_atomic(stats_json, json.dumps(lv.summary_dict(session.summary), indent=2) + "\n")
+            if writer is not None:
+                err.print(
+                    f"wrote {writer.count} segments to {output}",
+                    markup=False,
+                    highlight=False,
+                    soft_wrap=True,
+                )
+
+    run_command(body, debug=debug)
+
+
+def devices(debug: bool = DEBUG_OPTION) -> None:
+    """List audio input devices (index, name, channels, default rate; * marks the default)."""
+
+    def body() -> None:
+        from rich.table import Table
+
+        from streamcli.errors import DeviceError
+        from streamcli.live import list_input_devices
+
+        found = list_input_devices()
+        if not found:
+            raise DeviceError("no audio input devices found (no microphone, or no audio server running)")
+        if console.is_terminal:
+            table = Table(title="audio input devices")
+            for column in ("", "index", "name", "host API", "channels", "default rate"):
+                table.add_column(column)
+            for d in found:
+                table.add_row(
+                    "*" if d.is_default else "",
+                    str(d.index),
+                    d.name,
+                    d.hostapi,
+                    str(d.channels),
+                    f"{d.default_rate_hz:g} Hz",
+                )
+            console.print(table)
+        else:
+            for d in found:
+                mark = "*" if d.is_default else " "
+                sys.stdout.write(
+                    f"{mark} {d.index}\t{d.name}\t{d.hostapi}\t{d.channels} ch\t{d.default_rate_hz:g} Hz\n"
+                )
+            sys.stdout.flush()
+
+    run_command(body, debug=debug)

@@ -1,0 +1,220 @@
+#!/usr/bin/env python3
+"""WER/CER of a model on a TSV manifest, or of a hypothesis TSV against a reference TSV.
+
+Model mode streams every utterance through the streamcli library (create_recognizer ->
+create_stream -> accept_waveform -> decode), several streams batched per encoder call, with the
+model's own window/overlap unless --window/--overlap are given:
+
+    python scripts/eval_wer.py --model models/NAME --data ../shared/data/dev/dev.tsv
+    python scripts/eval_wer.py --model models/NAME --data /work/data/synth/heldout.tsv --limit 200
+
+Hypothesis mode scores a TSV with columns id + transcript (e.g. from another tool):
+
+    python scripts/eval_wer.py --hyp hyp.tsv --data ../shared/data/dev/dev.tsv
+
+Manifests: header `id  path  duration_seconds  transcript`, paths relative to the manifest's folder.
+WER is corpus-level (edits summed over utterances, then divided), see streamcli.metrics.
+--out-tsv writes id, reference, hypothesis, per-utterance word errors; --json the summary.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from streamcli.metrics import CorpusErrorRates, corpus_error_rates, word_edits  # noqa: E402
+
+
+@dataclass(frozen=True)
+class ManifestRow:
+    utt_id: str
+    audio_path: Path
+    transcript: str
+    duration_s: float
+
+
+def read_manifest(path: Path, limit: int | None = None) -> list[ManifestRow]:
+    if not path.is_file():
+        raise ValueError(f"manifest not found: {path}")
+    rows = []
+    with open(path, newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
+        missing = {"id", "transcript"} - set(reader.fieldnames or ())
+        if missing:
+            raise ValueError(f"{path}: missing column(s) {sorted(missing)}")
+        for row in reader:
+            audio = Path(row.get("path") or "")
+            if not audio.is_absolute():
+                audio = path.parent / audio
+            duration = row.get("duration_seconds") or "0"
+            rows.append(ManifestRow(row["id"], audio, row["transcript"] or "", float(duration)))
+            if limit is not None and len(rows) >= limit:
+                break
+    if not rows:
+        raise ValueError(f"{path}: no utterances")
+    return rows
+
+
+def read_hypotheses(path: Path) -> dict[str, str]:
+    if not path.is_file():
+        raise ValueError(f"hypothesis file not found: {path}")
+    with open(path, newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
+        text_column = "transcript" if "transcript" in (reader.fieldnames or ()) else "text"
+        if "id" not in (reader.fieldnames or ()) or text_column not in (reader.fieldnames or ()):
+            raise ValueError(f"{path}: needs columns id and transcript (or text)")
+        return {row["id"]: row[text_column] or "" for row in reader}
+
+
+def load_audio_16k(path: Path):
+    import numpy as np
+    import soundfile as sf
+    import soxr
+
+    samples, rate = sf.read(str(path), dtype="float32", always_2d=True)
+    samples = samples.mean(axis=1)
+    if rate != 16000:
+        samples = soxr.resample(samples, rate, 16000).astype(np.float32)
+    return np.ascontiguousarray(samples, dtype=np.float32)
+
+
+def decode_with_model(rows: list[ManifestRow], model: str, *, device: str, threads: int, batch: int,
+                      window_frames: int | None, overlap_frames: int | None,
+                      ) -> tuple[dict[str, str], dict[str, object]]:
+    """Hypotheses by id, plus facts about the run (provider, seconds, real-time factor)."""
+    from streamcli.recognizer import RecognizerConfig, create_recognizer
+
+    kwargs: dict[str, object] = {"model": model, "device": device, "threads": threads}
+    if window_frames is not None:
+        kwargs["window_frames"] = window_frames
+    if overlap_frames is not None:
+        kwargs["overlap_frames"] = overlap_frames
+    recognizer = create_recognizer(RecognizerConfig(**kwargs))
+    hypotheses: dict[str, str] = {}
+    audio_s = 0.0
+    start = time.perf_counter()
+    for first in range(0, len(rows), batch):
+        group = rows[first : first + batch]
+        streams = []
+        for row in group:
+            samples = load_audio_16k(row.audio_path)
+            audio_s += len(samples) / 16000
+            stream = recognizer.create_stream()
+            stream.accept_waveform(16000, samples)
+            stream.input_finished()
+            streams.append(stream)
+        while True:
+            ready = [s for s in streams if s.is_ready()]
+            if not ready:
+                break
+            recognizer.decode_streams(ready)
+        for row, stream in zip(group, streams, strict=True):
+            hypotheses[row.utt_id] = stream.result().text
+        print(f"\r{len(hypotheses)}/{len(rows)} utterances", end="", file=sys.stderr, flush=True)
+    print(file=sys.stderr)
+    wall_s = time.perf_counter() - start
+    info = recognizer.info
+    facts = {
+        "model": str(model),
+        "family": getattr(info, "family", None),
+        "provider": getattr(info, "provider", None),
+        "window_frames": getattr(info, "window_frames", None),
+        "overlap_frames": getattr(info, "overlap_frames", None),
+        "audio_seconds": round(audio_s, 3),
+        "wall_seconds": round(wall_s, 3),
+        "real_time_factor": round(wall_s / audio_s, 5) if audio_s else None,
+    }
+    return hypotheses, facts
+
+
+def score(rows: list[ManifestRow], hypotheses: dict[str, str]) -> CorpusErrorRates:
+    missing = [r.utt_id for r in rows if r.utt_id not in hypotheses]
+    if missing:
+        raise ValueError(f"{len(missing)} utterance(s) have no hypothesis, e.g. {missing[0]!r}")
+    return corpus_error_rates((r.transcript, hypotheses[r.utt_id]) for r in rows)
+
+
+def write_details(path: Path, rows: list[ManifestRow], hypotheses: dict[str, str]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f, delimiter="\t", lineterminator="\n")
+        writer.writerow(["id", "word_errors", "reference_words", "reference", "hypothesis"])
+        for r in rows:
+            edits = word_edits(r.transcript, hypotheses[r.utt_id])
+            writer.writerow([r.utt_id, edits.errors, edits.reference_length, r.transcript,
+                             hypotheses[r.utt_id]])
+    os.replace(tmp, path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, required=True, help="reference TSV manifest")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--model", help="model folder or name for streamcli.recognizer")
+    source.add_argument("--hyp", type=Path, help="hypothesis TSV (id, transcript) to score instead")
+    parser.add_argument("--limit", type=int, default=None, help="first N utterances only")
+    parser.add_argument("--device", default="cpu", help="auto|cpu|cuda|cuda:N (default cpu)")
+    parser.add_argument("--threads", type=int, default=0)
+    parser.add_argument("--batch", type=int, default=8, help="streams decoded together per call")
+    parser.add_argument("--window", type=int, default=None, help="window frames W (wctc models)")
+    parser.add_argument("--overlap", type=int, default=None, help="overlap frames O (wctc models)")
+    parser.add_argument("--out-tsv", type=Path, default=None, help="per-utterance details")
+    parser.add_argument("--json", type=Path, default=None, help="summary as JSON")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    args = parser.parse_args(argv)
+    try:
+        if args.limit is not None and args.limit < 1:
+            raise ValueError(f"--limit must be >= 1, got {args.limit}")
+        if args.batch < 1:
+            raise ValueError(f"--batch must be >= 1, got {args.batch}")
+        rows = read_manifest(args.data, args.limit)
+        facts: dict[str, object] = {}
+        if args.hyp is not None:
+            hypotheses = read_hypotheses(args.hyp)
+            facts["hypotheses"] = str(args.hyp)
+        else:
+            hypotheses, facts = decode_with_model(
+                rows, args.model, device=args.device, threads=args.threads, batch=args.batch,
+                window_frames=args.window, overlap_frames=args.overlap)
+        rates = score(rows, hypotheses)
+        if args.out_tsv is not None:
+            write_details(args.out_tsv, rows, hypotheses)
+    except Exception as exc:  # one line for the user; --debug for the traceback
+        if args.debug:
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    summary = {
+        "data": str(args.data),
+        "utterances": rates.utterances,
+        "wer": round(rates.wer, 5),
+        "cer": round(rates.cer, 5),
+        "word_errors": rates.words.errors,
+        "reference_words": rates.words.reference_length,
+        "substitutions": rates.words.substitutions,
+        "deletions": rates.words.deletions,
+        "insertions": rates.words.insertions,
+        **facts,
+    }
+    print(f"WER {100 * rates.wer:.2f}% ({rates.words.errors}/{rates.words.reference_length} words: "
+          f"{rates.words.substitutions} sub, {rates.words.deletions} del, {rates.words.insertions} ins)  "
+          f"CER {100 * rates.cer:.2f}%  on {rates.utterances} utterances of {args.data}")
+    if facts.get("real_time_factor") is not None:
+        print(f"provider {facts.get('provider')}, RTF {facts['real_time_factor']}")
+    if args.json is not None:
+        tmp = args.json.with_name(args.json.name + ".tmp")
+        tmp.write_text(json.dumps(summary, indent=1) + "\n", encoding="utf-8")
+        os.replace(tmp, args.json)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

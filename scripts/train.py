@@ -1,0 +1,478 @@
+#!/usr/bin/env python3
+"""CTC training of the windowed-attention encoder (streamcli.wctc_torch) on CPU or CUDA.
+
+Data: TSV manifests with a header `id  path  duration_seconds  transcript` (relative paths resolve
+against the TSV's folder; an optional `feats` column names a precomputed (T, 80) fbank .npy) and/or
+LibriSpeech-layout folders (*/*/*.trans.txt beside .flac files). Never point it at the evaluation set
+(../shared/data/dev); the script refuses paths under a folder named `dev` of the shared data.
+
+Targets are characters (a-z, apostrophe, word boundary `▁`), see `char_tokens()`; the token table
+is written beside every checkpoint as tokens.txt.
+
+Augmentation: speed perturbation (0.9/1.0/1.1, features precomputed once per speed), additive noise
+mixed in the log-mel domain at a random SNR, SpecAugment (frequency + time masks), and a random
+window/overlap pair per batch so the model works for several W/O at inference.
+
+Example:
+  nice -n 10 python scripts/train.py --train /work/data/synth/train.tsv \
+      --heldout /work/data/synth/heldout.tsv --out runs/wctc --max-minutes 50 --threads 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import random
+import re
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import soxr
+import torch
+from tqdm import tqdm
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from streamcli.features import compute_fbank  # noqa: E402
+from streamcli.wctc_torch import (  # noqa: E402
+    SUBSAMPLING,
+    WORD_BOUNDARY,
+    WctcConfig,
+    WctcModel,
+    char_tokens,
+    count_parameters,
+    load_checkpoint,
+    save_checkpoint,
+)
+
+SAMPLE_RATE = 16000
+# (window_frames, overlap_frames) pairs sampled per batch, in 10 ms feature frames.
+DEFAULT_WINDOWS = "50:0,50:25,100:0,100:25,100:50,150:50,200:0,200:50,200:100,300:100,400:100"
+
+
+def normalize_text(text: str) -> str:
+    text = text.lower().replace("\u2019", "'")
+    text = re.sub(r"[^a-z' ]+", " ", text)
+    return " ".join(text.split())
+
+
+def encode_text(text: str, table: dict[str, int]) -> list[int]:
+    ids = []
+    for word in normalize_text(text).split():
+        ids.append(table[WORD_BOUNDARY + word[0]])
+        ids.extend(table[ch] for ch in word[1:])
+    return ids
+
+
+def fbank(samples: np.ndarray) -> np.ndarray:
+    """80-dim kaldi fbank, 10 ms shift: exactly the runtime's features (streamcli.features)."""
+    return compute_fbank(samples, SAMPLE_RATE)
+
+
+def load_audio(path: str) -> np.ndarray:
+    data, sr = sf.read(path, dtype="float32", always_2d=True)
+    data = data.mean(axis=1)
+    if sr != SAMPLE_RATE:
+        data = soxr.resample(data, sr, SAMPLE_RATE).astype(np.float32)
+    return data
+
+
+@dataclass
+class Utterance:
+    uid: str
+    path: str
+    text: str
+    feats_path: str | None = None
+
+
+def read_tsv(path: str) -> list[Utterance]:
+    base = Path(path).resolve().parent
+    lines = Path(path).read_text(encoding="utf-8").splitlines()
+    header = lines[0].split("\t")
+    if "path" not in header or "transcript" not in header:
+        raise SystemExit(f"{path}: header must name at least the columns path and transcript")
+    col = {name: i for i, name in enumerate(header)}
+    out = []
+    for line in lines[1:]:
+        if not line.strip():
+            continue
+        f = line.split("\t")
+        audio = f[col["path"]]
+        audio = audio if os.path.isabs(audio) else str(base / audio)
+        feats = f[col["feats"]] if "feats" in col and col["feats"] < len(f) and f[col["feats"]] else None
+        if feats and not os.path.isabs(feats):
+            feats = str(base / feats)
+        uid = f[col["id"]] if "id" in col else Path(audio).stem
+        out.append(Utterance(uid, audio, f[col["transcript"]], feats))
+    return out
+
+
+def read_librispeech(folder: str) -> list[Utterance]:
+    out = []
+    for trans in sorted(Path(folder).rglob("*.trans.txt")):
+        for line in trans.read_text(encoding="utf-8").splitlines():
+            uid, _, text = line.partition(" ")
+            audio = trans.parent / f"{uid}.flac"
+            if audio.exists():
+                out.append(Utterance(uid, str(audio), text))
+    return out
+
+
+def refuse_eval_data(paths: list[str]) -> None:
+    for p in paths:
+        if "shared/data/dev" in str(Path(p).resolve()):
+            raise SystemExit(f"refusing to train on the evaluation set: {p}")
+
+
+class FeatureStore:
+    """Fbank features per (utterance, speed), computed once and kept in memory (and on disk cache)."""
+
+    def __init__(self, cache_dir: Path, speeds: list[float]) -> None:
+        self.cache_dir = cache_dir
+        self.speeds = speeds
+        cache_dir.mkdir(parents=True, exist_ok=True)
+
+    def _file(self, utt: Utterance, speed: float) -> Path:
+        safe = re.sub(r"[^A-Za-z0-9_.-]", "_", utt.uid)
+        return self.cache_dir / f"{safe}.s{int(round(speed * 100))}.npy"
+
+    def get(self, utt: Utterance, speed: float) -> np.ndarray:
+        if speed == 1.0 and utt.feats_path and os.path.exists(utt.feats_path):
+            return np.load(utt.feats_path).astype(np.float32)
+        f = self._file(utt, speed)
+        if f.exists():
+            return np.load(f)
+        audio = load_audio(utt.path)
+        if speed != 1.0:
+            # Resampling to rate/speed, played at the original rate: tempo and pitch change (sox speed).
+            audio = soxr.resample(audio, SAMPLE_RATE, int(SAMPLE_RATE / speed)).astype(np.float32)
+        feats = fbank(audio)
+        np.save(f, feats)
+        return feats
+
+
+def noise_fbanks(rng: np.random.Generator, frames: int = 3000) -> list[np.ndarray]:
+    """Log-mel of white, pink and brown noise at unit power (mixed in at a random SNR later)."""
+    out = []
+    n = frames * 160
+    white = rng.standard_normal(n).astype(np.float32)
+    spec = np.fft.rfft(white)
+    f = np.arange(spec.shape[0]) + 1.0
+    for exponent in (0.0, 0.5, 1.0):
+        colored = np.fft.irfft(spec / f**exponent, n=n).astype(np.float32)
+        colored /= np.sqrt(np.mean(colored**2)) + 1e-9
+        out.append(fbank(colored * 0.05))
+    return out
+
+
+def augment(
+    feats: np.ndarray, rng: np.random.Generator, noises: list[np.ndarray], noise_prob: float
+) -> np.ndarray:
+    x = feats.copy()
+    if noises and rng.random() < noise_prob:
+        noise = noises[rng.integers(len(noises))]
+        start = rng.integers(0, max(1, noise.shape[0] - x.shape[0]))
+        seg = noise[start : start + x.shape[0]]
+        if seg.shape[0] < x.shape[0]:
+            seg = np.resize(seg, x.shape)
+        # Power addition in the mel domain: log(e^speech + e^noise), noise level relative to speech energy.
+        speech_level = np.percentile(x.mean(axis=1), 90)
+        snr_db = rng.uniform(5.0, 30.0)
+        shift = speech_level - seg.mean() - snr_db * math.log(10) / 10.0
+        x = np.logaddexp(x, seg + shift).astype(np.float32)
+    # SpecAugment: 2 frequency masks (<= 15 bins), time masks covering up to ~10% of frames.
+    mean_value = float(x.mean())
+    for _ in range(2):
+        w = rng.integers(0, 16)
+        f0 = rng.integers(0, 80 - w + 1)
+        x[:, f0 : f0 + w] = mean_value
+    for _ in range(max(1, x.shape[0] // 300)):
+        w = rng.integers(0, min(40, max(1, x.shape[0] // 10)) + 1)
+        t0 = rng.integers(0, max(1, x.shape[0] - w + 1))
+        x[t0 : t0 + w] = mean_value
+    return x
+
+
+def make_batches(
+    lengths: list[int], max_frames: int, rng: random.Random, shuffle: bool = True
+) -> list[list[int]]:
+    """Buckets of similar length so padding stays small; shuffled batch order (or short to long)."""
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    batches, cur, cur_max = [], [], 0
+    for i in order:
+        new_max = max(cur_max, lengths[i])
+        if cur and new_max * (len(cur) + 1) > max_frames:
+            batches.append(cur)
+            cur, cur_max = [], 0
+            new_max = lengths[i]
+        cur.append(i)
+        cur_max = new_max
+    if cur:
+        batches.append(cur)
+    if shuffle:
+        rng.shuffle(batches)
+    return batches
+
+
+def collate(feats: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
+    t_max = max(f.shape[0] for f in feats)
+    t_max = -(-t_max // SUBSAMPLING) * SUBSAMPLING
+    x = np.zeros((len(feats), t_max, 80), np.float32)
+    for i, f in enumerate(feats):
+        x[i, : f.shape[0]] = f
+    lengths = torch.tensor([-(-f.shape[0] // SUBSAMPLING) for f in feats])
+    return torch.from_numpy(x), lengths
+
+
+def greedy_ids(logits: torch.Tensor, length: int) -> list[int]:
+    best = logits[:length].argmax(-1).tolist()
+    out, prev = [], 0
+    for t in best:
+        if t != prev and t != 0:
+            out.append(t)
+        prev = t
+    return out
+
+
+def edit_distance(a: list[str], b: list[str]) -> int:
+    prev = list(range(len(b) + 1))
+    for i, x in enumerate(a, 1):
+        cur = [i] + [0] * len(b)
+        for j, y in enumerate(b, 1):
+            cur[j] = min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (x != y))
+        prev = cur
+    return prev[-1]
+
+
+def evaluate(
+    model: WctcModel,
+    utts: list[Utterance],
+    store: FeatureStore,
+    tokens: list[str],
+    window: tuple[int, int],
+    device: torch.device,
+) -> tuple[float, float]:
+    """(WER, CER) of streaming-equivalent greedy decoding (block mask of `window`)."""
+    model.eval()
+    words_err = words_total = chars_err = chars_total = 0
+    with torch.no_grad():
+        for i in range(0, len(utts), 16):
+            group = utts[i : i + 16]
+            x, lengths = collate([store.get(u, 1.0) for u in group])
+            logits = model.forward_full(x.to(device), window[0], window[1], lengths=lengths.to(device)).cpu()
+            for j, u in enumerate(group):
+                hyp = "".join(tokens[t] for t in greedy_ids(logits[j], int(lengths[j])))
+                hyp = " ".join(hyp.replace(WORD_BOUNDARY, " ").split())
+                ref = normalize_text(u.text)
+                words_err += edit_distance(ref.split(), hyp.split())
+                words_total += len(ref.split())
+                chars_err += edit_distance(list(ref), list(hyp))
+                chars_total += len(ref)
+    model.train()
+    return words_err / max(1, words_total), chars_err / max(1, chars_total)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--train", action="append", default=[], help="training TSV manifest (repeatable)")
+    ap.add_argument(
+        "--librispeech", action="append", default=[], help="LibriSpeech-layout folder (repeatable)"
+    )
+    ap.add_argument("--heldout", help="held-out TSV for WER after each epoch (first 200 rows)")
+    ap.add_argument("--out", required=True, help="output folder: checkpoints, tokens.txt, log.jsonl")
+    ap.add_argument("--resume", help="checkpoint to continue from (model, optimizer, step, elapsed time)")
+    ap.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
+    ap.add_argument("--threads", type=int, default=2, help="torch CPU threads (the machine is shared)")
+    ap.add_argument("--max-minutes", type=float, default=50.0, help="training time budget (wall clock)")
+    ap.add_argument("--epochs", type=int, default=1000)
+    ap.add_argument("--max-batch-frames", type=int, default=16000, help="padded feature frames per batch")
+    ap.add_argument("--lr", type=float, default=1.5e-3)
+    ap.add_argument("--warmup-steps", type=int, default=300)
+    ap.add_argument("--windows", default=DEFAULT_WINDOWS, help="W:O pairs sampled per batch")
+    ap.add_argument("--speeds", default="0.9,1.0,1.1")
+    ap.add_argument("--noise-prob", type=float, default=0.5)
+    ap.add_argument("--d-model", type=int, default=176)
+    ap.add_argument("--layers", type=int, default=6)
+    ap.add_argument("--heads", type=int, default=4)
+    ap.add_argument("--ff-dim", type=int, default=704)
+    ap.add_argument("--conv-kernel", type=int, default=15)
+    ap.add_argument("--dropout", type=float, default=0.1)
+    ap.add_argument("--max-utterance-s", type=float, default=20.0)
+    ap.add_argument("--checkpoint-minutes", type=float, default=5.0)
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--sortagrad", action=argparse.BooleanOptionalAction, default=True)
+    args = ap.parse_args()
+
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    rng_np = np.random.default_rng(args.seed)
+    rng = random.Random(args.seed)
+    device = torch.device(args.device)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+
+    refuse_eval_data(args.train + args.librispeech + ([args.heldout] if args.heldout else []))
+    utts: list[Utterance] = []
+    for t in args.train:
+        utts += read_tsv(t)
+    for folder in args.librispeech:
+        utts += read_librispeech(folder)
+    if not utts:
+        raise SystemExit("no training data: give --train TSV and/or --librispeech DIR")
+    heldout = read_tsv(args.heldout)[:200] if args.heldout else []
+
+    tokens = char_tokens()
+    table = {t: i for i, t in enumerate(tokens)}
+    (out / "tokens.txt").write_text("".join(f"{t} {i}\n" for i, t in enumerate(tokens)), encoding="utf-8")
+    windows = [tuple(int(v) for v in p.split(":")) for p in args.windows.split(",")]
+    speeds = [float(s) for s in args.speeds.split(",")]
+    store = FeatureStore(out / "feature_cache", speeds)
+
+    # Features for every speed once up front; utterances whose text cannot fit the CTC frames are dropped.
+    data: dict[float, list[np.ndarray]] = {s: [] for s in speeds}
+    targets: list[list[int]] = []
+    keep: list[Utterance] = []
+    for u in tqdm(utts, desc="features", unit="utt"):
+        ids = encode_text(u.text, table)
+        try:
+            per_speed = {s: store.get(u, s) for s in speeds}
+        except Exception as exc:  # unreadable file: skip it, say so
+            tqdm.write(f"skip {u.uid}: {exc}")
+            continue
+        frames = per_speed[max(speeds)].shape[0]
+        repeats = sum(1 for a, b in zip(ids, ids[1:], strict=False) if a == b)
+        if not ids or frames > args.max_utterance_s * 100 or frames // SUBSAMPLING < len(ids) + repeats:
+            continue
+        for s in speeds:
+            data[s].append(per_speed[s])
+        targets.append(ids)
+        keep.append(u)
+    hours = sum(f.shape[0] for f in data[1.0 if 1.0 in speeds else speeds[0]]) / 100 / 3600
+    print(f"{len(keep)} utterances kept of {len(utts)}, {hours:.2f} h of audio (speed 1.0)", flush=True)
+    if heldout:
+        for u in tqdm(heldout, desc="heldout features", unit="utt"):
+            store.get(u, 1.0)
+
+    if args.resume:
+        model, ckpt = load_checkpoint(args.resume)
+    else:
+        ckpt = {}
+        cfg = WctcConfig(
+            d_model=args.d_model,
+            num_layers=args.layers,
+            num_heads=args.heads,
+            ff_dim=args.ff_dim,
+            conv_kernel=args.conv_kernel,
+            vocab_size=len(tokens),
+            dropout=args.dropout,
+        )
+        model = WctcModel(cfg)
+        all_feats = np.concatenate(data[speeds[0]][:2000])
+        model.feat_mean.copy_(torch.from_numpy(all_feats.mean(axis=0)))
+        model.feat_inv_std.copy_(torch.from_numpy(1.0 / (all_feats.std(axis=0) + 1e-5)))
+    model.to(device).train()
+    print(f"parameters: {count_parameters(model)}  config: {json.dumps(model.cfg.to_dict())}", flush=True)
+
+    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-3, betas=(0.9, 0.98))
+    step = int(ckpt.get("step", 0))
+    elapsed_before = float(ckpt.get("elapsed_s", 0.0))
+    epoch0 = int(ckpt.get("epoch", 0))
+    if "optimizer" in ckpt:
+        opt.load_state_dict(ckpt["optimizer"])
+    ctc = torch.nn.CTCLoss(blank=0, zero_infinity=True)
+    budget_s = args.max_minutes * 60
+    t_start = time.time()
+    last_ckpt = time.time()
+    log = open(out / "log.jsonl", "a", encoding="utf-8")  # noqa: SIM115 (open for the whole run)
+
+    def elapsed() -> float:
+        return elapsed_before + time.time() - t_start
+
+    def checkpoint(name: str, epoch: int) -> None:
+        extra = {
+            "optimizer": opt.state_dict(),
+            "step": step,
+            "elapsed_s": elapsed(),
+            "epoch": epoch,
+            "tokens": tokens,
+            "hours": hours,
+        }
+        tmp = out / f".{name}.tmp"
+        save_checkpoint(str(tmp), model, extra)
+        os.replace(tmp, out / name)
+
+    noises = noise_fbanks(rng_np)
+    lengths = [f.shape[0] for f in data[1.0 if 1.0 in speeds else speeds[0]]]
+    done = False
+    for epoch in range(epoch0, args.epochs):
+        # SortaGrad: the first epoch goes from short to long utterances, which gets CTC off the
+        # all-blank plateau sooner; later epochs are shuffled.
+        batches = make_batches(
+            lengths, args.max_batch_frames, rng, shuffle=not (args.sortagrad and epoch == 0)
+        )
+        bar = tqdm(batches, desc=f"epoch {epoch}", unit="batch")
+        loss_avg = None
+        for batch in bar:
+            speed = rng.choice(speeds)
+            feats = [augment(data[speed][i], rng_np, noises, args.noise_prob) for i in batch]
+            x, frame_lengths = collate(feats)
+            ys = [torch.tensor(targets[i]) for i in batch]
+            w, o = rng.choice(windows)
+            frac = min(1.0, elapsed() / budget_s)
+            lr = (
+                args.lr
+                * min(1.0, (step + 1) / args.warmup_steps)
+                * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * frac)))
+            )
+            for g in opt.param_groups:
+                g["lr"] = lr
+            logits = model.forward_full(x.to(device), w, o, lengths=frame_lengths.to(device))
+            log_probs = logits.log_softmax(-1).transpose(0, 1)
+            loss = ctc(
+                log_probs,
+                torch.cat(ys).to(device),
+                frame_lengths.to(device),
+                torch.tensor([len(y) for y in ys], device=device),
+            )
+            opt.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+            opt.step()
+            step += 1
+            loss_avg = loss.item() if loss_avg is None else 0.95 * loss_avg + 0.05 * loss.item()
+            bar.set_postfix(
+                loss=f"{loss_avg:.3f}", lr=f"{lr:.2e}", win=f"{w}/{o}", min=f"{elapsed() / 60:.1f}"
+            )
+            if step % 50 == 0:
+                log.write(
+                    json.dumps({"step": step, "loss": loss_avg, "lr": lr, "elapsed_s": elapsed()}) + "\n"
+                )
+                log.flush()
+            if time.time() - last_ckpt > args.checkpoint_minutes * 60:
+                checkpoint("last.pt", epoch)
+                last_ckpt = time.time()
+            if elapsed() >= budget_s:
+                done = True
+                break
+        bar.close()
+        if heldout:
+            wer, cer = evaluate(model, heldout, store, tokens, (100, 25), device)
+            print(f"epoch {epoch} step {step}: heldout WER {wer:.3f} CER {cer:.3f} (W=100,O=25)", flush=True)
+            log.write(
+                json.dumps({"epoch": epoch, "step": step, "heldout_wer": wer, "heldout_cer": cer}) + "\n"
+            )
+            log.flush()
+        checkpoint("last.pt", epoch + 1)
+        if done:
+            break
+    checkpoint("final.pt", args.epochs if not done else epoch + 1)
+    print(f"done: {step} steps, {elapsed() / 60:.1f} min, checkpoint {out / 'final.pt'}", flush=True)
+
+
+if __name__ == "__main__":
+    main()

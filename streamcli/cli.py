@@ -1,0 +1,685 @@
+"""The ``streamcli`` command line (Typer). Commands are thin: the library does the work.
+
+Shared helpers for the other CLI modules (cli_export, cli_live, cli_bench import them from here):
+
+- ``console`` / ``err_console``: Rich consoles on stdout / stderr (``console.is_terminal`` decides
+  between the live view and plain lines).
+- ``MODEL_OPTION``, ``DEVICE_OPTION``, ``THREADS_OPTION``, ``BEAM_OPTION``, ``DEBUG_OPTION``: option
+  definitions, used as defaults: ``def cmd(model: str | None = MODEL_OPTION, debug: bool = DEBUG_OPTION)``.
+- ``run_command(body, debug=debug)``: runs ``body()`` and turns StreamcliError / ValueError / OSError
+  (and any unexpected exception) into one ``error: ...`` line on stderr and a non-zero exit;
+  ``--debug`` (on the command or before it: ``streamcli --debug CMD``) prints the traceback too.
+- ``fail(message, code=1)``: print one ``error: ...`` line and exit with ``code``.
+- ``load_recognizer(model, device, threads, beam=0, endpoint=None)``: resolves ``--model NAME|PATH``
+  through the registry, builds the recognizer and prints the device fallback notice, if any.
+- ``clock(seconds)``: ``MM:SS.ss`` (``H:MM:SS.ss`` past an hour) for ``[start → end]`` lines.
+"""
+
+from __future__ import annotations
+
+import glob
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, NoReturn, TypeVar
+
+import typer
+from rich.console import Console, Group
+from rich.text import Text
+
+from streamcli import __version__
+from streamcli.errors import AudioError, StreamcliError
+
+if TYPE_CHECKING:
+    from streamcli.endpoint import EndpointConfig
+    from streamcli.recognizer import Recognizer
+    from streamcli.registry import KnownModel
+    from streamcli.results import Result, Segment
+    from streamcli.transcribe import TranscriptionStats
+
+T = TypeVar("T")
+
+console = Console(highlight=False)
+err_console = Console(stderr=True, highlight=False)
+
+app = typer.Typer(
+    name="streamcli",
+    help="Streaming speech-to-text: ONNX streaming encoders with cached state.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+models_app = typer.Typer(
+    help="Known downloadable models: list, download, inspect.", no_args_is_help=True, rich_markup_mode=None
+)
+app.add_typer(models_app, name="models")
+
+
+class _State:
+    debug = False
+
+
+# ---------------------------------------------------------------------------------------------------
+# Shared option definitions
+
+MODEL_OPTION = typer.Option(
+    None,
+    "--model",
+    "-m",
+    help="Model folder, or a name from `streamcli models list` (default: the shipped model).",
+)
+DEVICE_OPTION = typer.Option(
+    "auto", "--device", help="auto, cpu, cuda or cuda:N (auto falls back to CPU with a notice)."
+)
+THREADS_OPTION = typer.Option(0, "--threads", min=0, help="CPU threads for onnxruntime (0: automatic).")
+BEAM_OPTION = typer.Option(
+    0, "--beam", min=0, help="Modified beam search with N active paths (0: greedy search)."
+)
+DEBUG_OPTION = typer.Option(False, "--debug", help="Show the full traceback of errors.")
+
+
+# ---------------------------------------------------------------------------------------------------
+# Error handling
+
+
+def _one_line(message: str) -> str:
+    return " ".join(part.strip() for part in str(message).strip().splitlines() if part.strip())
+
+
+def print_error(message: str) -> None:
+    err_console.print(Text("error: " + _one_line(message)), soft_wrap=True)
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    """Prints one ``error: ...`` line on stderr and exits with ``code``."""
+    print_error(message)
+    raise typer.Exit(code)
+
+
+def run_command(body: Callable[[], T], *, debug: bool = False) -> T:
+    """Runs a command body; errors become one line on stderr and a non-zero exit (traceback with --debug)."""
+    debug = debug or _State.debug
+    try:
+        return body()
+    except (typer.Exit, typer.Abort, SystemExit):
+        raise
+    except KeyboardInterrupt:
+        print_error("interrupted")
+        raise typer.Exit(130) from None
+    except BrokenPipeError:
+        # The reader went away (`streamcli ... | head`): stop quietly, like other Unix tools.
+        _silence_stdout()
+        raise typer.Exit(0) from None
+    except StreamcliError as exc:
+        _report(exc, str(exc), debug)
+        raise typer.Exit(exc.exit_code) from None
+    except ValueError as exc:  # bad configuration values
+        _report(exc, str(exc), debug)
+        raise typer.Exit(2) from None
+    except OSError as exc:
+        where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
+        _report(exc, f"{where}{exc.strerror or exc}", debug)
+        raise typer.Exit(1) from None
+    except Exception as exc:  # noqa: BLE001 - last line of defence: never a bare traceback
+        _report(exc, f"unexpected {type(exc).__name__}: {exc} (run with --debug for the traceback)", debug)
+        raise typer.Exit(1) from None
+
+
+def _silence_stdout() -> None:
+    import os
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # not a real file descriptor (tests): nothing to flush anyway
+        pass
+
+
+def _report(exc: BaseException, message: str, debug: bool) -> None:
+    if debug:
+        traceback.print_exception(type(exc), exc, exc.__traceback__, file=sys.stderr)
+    print_error(message)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Recognizer helper
+
+
+def load_recognizer(
+    model: str | None,
+    device: str = "auto",
+    threads: int = 0,
+    beam: int = 0,
+    endpoint: EndpointConfig | None = None,
+) -> Recognizer:
+    """``--model/--device/--threads/--beam`` -> a recognizer; prints the device fallback notice."""
+    from streamcli.endpoint import EndpointConfig
+    from streamcli.recognizer import RecognizerConfig, create_recognizer
+    from streamcli.registry import resolve_model
+
+    path = resolve_model(model)
+    config = RecognizerConfig(
+        model=str(path),
+        device=device,
+        threads=threads,
+        decoding="modified_beam_search" if beam > 0 else "greedy",
+        beam=beam if beam > 0 else 4,
+        endpoint=endpoint if endpoint is not None else EndpointConfig(),
+    )
+    recognizer = create_recognizer(config)
+    notice = getattr(recognizer.info, "device_notice", None)
+    if notice:
+        err_console.print(Text(f"note: {notice}"), soft_wrap=True)
+    return recognizer
+
+
+def clock(seconds: float) -> str:
+    """``MM:SS.ss``, or ``H:MM:SS.ss`` from one hour on."""
+    centis = max(0, round(seconds * 100))
+    hours, rest = divmod(centis, 360_000)
+    minutes, rest = divmod(rest, 6000)
+    secs, centi = divmod(rest, 100)
+    text = f"{minutes:02d}:{secs:02d}.{centi:02d}"
+    return f"{hours}:{text}" if hours else text
+
+
+def segment_line(segment: Segment) -> str:
+    return f"[{clock(segment.start)} → {clock(segment.end)}] {segment.text.strip()}"
+
+
+def footer_line(name: str, stats: TranscriptionStats) -> str:
+    duration = stats.audio.duration_s if stats.audio is not None else None
+    total = f"/{duration:.1f}" if duration is not None else ""
+    return (
+        f"{name} · audio {stats.audio_s:.1f}{total} s · elapsed {stats.elapsed_s:.1f} s · "
+        f"RTF {stats.rtf:.3f} · chunk p50 {stats.chunk_ms_percentile(50):.1f} ms "
+        f"p95 {stats.chunk_ms_percentile(95):.1f} ms · {stats.provider or '?'}"
+    )
+
+
+# ---------------------------------------------------------------------------------------------------
+# Output views
+
+
+class PlainView:
+    """Not a terminal: finalized text, one line per segment, flushed as produced (pipes work)."""
+
+    def __init__(self, show_lines: bool, header: bool) -> None:
+        self.show_lines = show_lines
+        self.header = header
+
+    def start(self, name: str, stats: TranscriptionStats) -> None:
+        if self.show_lines and self.header:
+            sys.stdout.write(f"==> {name} <==\n")
+            sys.stdout.flush()
+
+    def partial(self, result: Result) -> None:
+        pass
+
+    def segment(self, segment: Segment) -> None:
+        if self.show_lines:
+            sys.stdout.write(segment.text.strip() + "\n")
+            sys.stdout.flush()
+
+    def finish(self, ok: bool) -> None:
+        pass
+
+
+class LiveView:
+    """A terminal: the partial hypothesis updates in place above a footer; segments print above it."""
+
+    _MIN_REFRESH_S = 0.05
+
+    def __init__(self, out: Console, show_lines: bool) -> None:
+        self.out = out
+        self.show_lines = show_lines
+        self._live = None
+        self._partial = ""
+        self._last_refresh = 0.0
+
+    def start(self, name: str, stats: TranscriptionStats) -> None:
+        from rich.live import Live
+
+        self.name = name
+        self.stats = stats
+        self._partial = ""
+        if self.show_lines:
+            self.out.print(Text(f"{name}", style="bold"))
+        self._live = Live(self._render(), console=self.out, auto_refresh=False, transient=True)
+        self._live.start()
+
+    def _render(self) -> Group:
+        return Group(
+            Text(self._partial or "…", style="italic"),
+            Text(footer_line(self.name, self.stats), style="dim"),
+        )
+
+    def partial(self, result: Result) -> None:
+        self._partial = result.text.strip()
+        now = time.perf_counter()
+        if self._live is not None and now - self._last_refresh >= self._MIN_REFRESH_S:
+            self._last_refresh = now
+            self._live.update(self._render(), refresh=True)
+
+    def segment(self, segment: Segment) -> None:
+        self._partial = ""
+        if self.show_lines and self._live is not None:
+            self._live.console.print(Text(segment_line(segment)))
+            self._live.update(self._render(), refresh=True)
+
+    def finish(self, ok: bool) -> None:
+        if self._live is not None:
+            self._live.stop()
+            self._live = None
+        if ok:
+            self.out.print(Text(footer_line(self.name, self.stats), style="dim"))
+
+
+# ---------------------------------------------------------------------------------------------------
+# transcribe
+
+
+_GLOB_CHARS = set("*?[")
+
+
+def expand_inputs(files: list[str], files_from: Path | None = None) -> list[str]:
+    """Arguments -> input names: globs expanded (sorted), ``--files-from`` lines appended, ``-`` kept.
+
+    A glob matching nothing is kept as is, so it is reported like any missing file.
+    """
+    names: list[str] = []
+    for arg in files:
+        if arg != "-" and _GLOB_CHARS & set(arg) and not Path(arg).exists():
+            matches = sorted(glob.glob(arg, recursive=True))
+            names.extend(matches or [arg])
+        else:
+            names.append(arg)
+    if files_from is not None:
+        try:
+            lines = files_from.read_text(encoding="utf-8").splitlines()
+        except OSError as exc:
+            raise AudioError(f"{files_from}: cannot read the list of files ({exc.strerror})") from None
+        names.extend(s.strip() for s in lines if s.strip() and not s.lstrip().startswith("#"))
+    return names
+
+
+def output_targets(inputs: list[str], output: Path | None, fmt: str) -> dict[int, Path]:
+    """Input index -> output file. With several inputs (or an existing folder) -o is a folder."""
+    if output is None:
+        return {}
+    as_folder = len(inputs) > 1 or output.is_dir() or str(output).endswith(("/", "\\"))
+    if not as_folder:
+        parent = output.parent if str(output.parent) else Path(".")
+        if not parent.is_dir():
+            raise ValueError(f"-o {output}: the folder {parent} does not exist")
+        return {0: output}
+    if output.exists() and not output.is_dir():
+        raise ValueError(f"-o {output}: with several inputs -o names a folder, and this is a file")
+    output.mkdir(parents=True, exist_ok=True)
+    targets: dict[int, Path] = {}
+    used: set[str] = set()
+    for index, name in enumerate(inputs):
+        stem = "stdin" if name == "-" else Path(name).stem or "audio"
+        candidate, n = stem, 1
+        while candidate in used:  # a/x.wav and b/x.wav must not overwrite each other
+            n += 1
+            candidate = f"{stem}-{n}"
+        used.add(candidate)
+        targets[index] = output / f"{candidate}.{fmt}"
+    return targets
+
+
+def _pick_format(fmt: str | None, output: Path | None, several: bool) -> str:
+    from streamcli.formats import FORMATS
+
+    if fmt is None:
+        suffix = output.suffix.lstrip(".").lower() if output is not None and not several else ""
+        fmt = suffix if suffix in FORMATS else "txt"
+    fmt = fmt.lower()
+    if fmt not in FORMATS:
+        raise ValueError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    return fmt
+
+
+@app.command("transcribe")
+def transcribe_command(
+    files: list[str] = typer.Argument(
+        None, help="Audio files (wav, flac, ogg, mp3, ...), globs, or - for WAV on stdin."
+    ),
+    model: str | None = MODEL_OPTION,
+    device: str = DEVICE_OPTION,
+    threads: int = THREADS_OPTION,
+    beam: int = BEAM_OPTION,
+    fmt: str | None = typer.Option(
+        None, "--format", "-f", help="txt, json, srt or vtt (default: from -o's extension, else txt)."
+    ),
+    output: Path | None = typer.Option(
+        None,
+        "--output",
+        "-o",
+        help="Write here (atomically). With several inputs: a folder, one DIR/<stem>.<ext> per input.",
+    ),
+    files_from: Path | None = typer.Option(
+        None, "--files-from", help="Also transcribe the files listed in this text file (one per line)."
+    ),
+    realtime: bool = typer.Option(
+        False, "--realtime", help="Feed the audio at 1x speed, like a live source."
+    ),
+    endpoint: bool = typer.Option(
+        True, "--endpoint/--no-endpoint", help="Split segments at endpoints (silence, 20 s max)."
+    ),
+    debug: bool = DEBUG_OPTION,
+) -> None:
+    """Transcribe audio files, streaming: text appears as it is decoded.
+
+    A file that cannot be read is reported and skipped; the others are transcribed and the exit code
+    is 1 at the end.
+    """
+
+    def body() -> None:
+        from streamcli.endpoint import EndpointConfig
+
+        inputs = expand_inputs(list(files or []), files_from)
+        if not inputs:
+            raise ValueError("no input files (give FILE..., a glob, - for stdin, or --files-from)")
+        if inputs.count("-") > 1:
+            raise ValueError("- (stdin) can be given only once")
+        out_format = _pick_format(fmt, output, len(inputs) > 1)
+        targets = output_targets(inputs, output, out_format)
+        recognizer = load_recognizer(model, device, threads, beam, EndpointConfig(enabled=endpoint))
+        failed = _transcribe_all(inputs, recognizer, out_format, targets, realtime, debug or _State.debug)
+        if failed:
+            fail(f"{failed} of {len(inputs)} inputs failed")
+
+    run_command(body, debug=debug)
+
+
+def _transcribe_all(
+    inputs: list[str],
+    recognizer: Recognizer,
+    fmt: str,
+    targets: dict[int, Path],
+    realtime: bool,
+    debug: bool = False,
+) -> int:
+    from streamcli.formats import render, to_dict, write_atomic
+    from streamcli.transcribe import TranscriptionStats, transcribe
+
+    document_to_stdout = not targets and fmt != "txt"
+    keep_segments = bool(targets) or document_to_stdout
+    several = len(inputs) > 1
+    view: PlainView | LiveView
+    if console.is_terminal:
+        view = LiveView(console, show_lines=True)
+    else:
+        view = PlainView(show_lines=not document_to_stdout, header=several)
+    failed = 0
+    for index, name in enumerate(inputs):
+        stats = TranscriptionStats()
+        segments: list[Segment] = []
+        view.start(name, stats)
+        try:
+            for segment in transcribe(
+                name, recognizer, realtime=realtime, on_partial=view.partial, stats=stats
+            ):
+                view.segment(segment)
+                if keep_segments:
+                    segments.append(segment)
+        except AudioError as exc:
+            # Reported and skipped: outputs of the other inputs are kept; the exit code says it failed.
+            view.finish(False)
+            _report(exc, str(exc), debug)
+            failed += 1
+            continue
+        except BaseException:
+            view.finish(False)
+            raise
+        view.finish(True)
+        if index in targets:
+            write_atomic(targets[index], render(segments, fmt, file=name))
+            if console.is_terminal:
+                err_console.print(Text(f"wrote {targets[index]}"))
+        elif document_to_stdout:
+            if fmt == "json" and several:
+                import json
+
+                text = json.dumps(to_dict(segments, name), ensure_ascii=False) + "\n"  # JSON Lines
+            else:
+                text = render(segments, fmt, file=name)
+            sys.stdout.write(text)
+            sys.stdout.flush()
+    return failed
+
+
+# ---------------------------------------------------------------------------------------------------
+# models
+
+
+def print_table(title: str, headers: list[str], rows: list[list[str]], *, show_header: bool = True) -> None:
+    """A Rich table on a terminal; plain tab-separated lines (``# title`` first) otherwise."""
+    if console.is_terminal:
+        from rich.table import Table
+
+        table = Table(title=title, title_justify="left", show_header=show_header)
+        for header in headers:
+            table.add_column(header)
+        for row in rows:
+            table.add_row(*row)
+        console.print(table)
+        return
+    lines = [f"# {title}"]
+    if show_header:
+        lines.append("\t".join(headers))
+    lines += ["\t".join(row) for row in rows]
+    sys.stdout.write("\n".join(lines) + "\n")
+    sys.stdout.flush()
+
+
+@models_app.command("list")
+def models_list(debug: bool = DEBUG_OPTION) -> None:
+    """Known downloadable models, their size and whether they are in the cache."""
+
+    def body() -> None:
+        from streamcli.registry import KNOWN_MODELS, cache_dir, human_bytes, missing_files
+
+        rows = []
+        for m in KNOWN_MODELS.values():
+            state = "yes" if not missing_files(m) else ("int8" if not missing_files(m, "int8") else "no")
+            rows.append(
+                [
+                    m.name,
+                    ", ".join(m.aliases),
+                    m.family,
+                    human_bytes(m.size_bytes),
+                    human_bytes(sum(f.size_bytes for f in m.files_for("int8"))),
+                    state,
+                ]
+            )
+        headers = ["name", "aliases", "family", "size", "int8 size", "downloaded"]
+        print_table(f"known models (cache: {cache_dir()})", headers, rows)
+
+    run_command(body, debug=debug)
+
+
+@models_app.command("download")
+def models_download(
+    name: str = typer.Argument(..., help="A name (or alias) from `streamcli models list`."),
+    precision: str = typer.Option(
+        "all", "--precision", help="all, int8 (CPU) or fp32 (CUDA): which files of a model to fetch."
+    ),
+    debug: bool = DEBUG_OPTION,
+) -> None:
+    """Download a model into the cache, verifying size and sha256 of every file."""
+
+    def body() -> None:
+        from rich.progress import (
+            BarColumn,
+            DownloadColumn,
+            Progress,
+            TextColumn,
+            TimeRemainingColumn,
+            TransferSpeedColumn,
+        )
+
+        from streamcli.registry import KNOWN_MODELS, download_model, find_known
+
+        known = find_known(name)
+        if known is None:
+            raise ValueError(f"unknown model {name!r}; known: {', '.join(KNOWN_MODELS)}")
+        known.files_for(precision)  # validates --precision before any download
+        with Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            DownloadColumn(),
+            TransferSpeedColumn(),
+            TimeRemainingColumn(),
+            console=err_console,
+        ) as bar:
+            tasks: dict[str, int] = {}
+
+            def progress(file_name: str, done: int, total: int) -> None:
+                if file_name not in tasks:
+                    tasks[file_name] = bar.add_task(file_name, total=total)
+                bar.update(tasks[file_name], completed=done)
+
+            folder = download_model(known, precision=precision, progress=progress)
+        console.print(Text(f"{known.name}: verified (size + sha256) in {folder}"), soft_wrap=True)
+
+    run_command(body, debug=debug)
+
+
+@models_app.command("info")
+def models_info(
+    target: str = typer.Argument(..., help="A model folder, or a name from `streamcli models list`."),
+    device: str = DEVICE_OPTION,
+    threads: int = THREADS_OPTION,
+    debug: bool = DEBUG_OPTION,
+) -> None:
+    """Show a model: family, chunk/shift, states, ONNX metadata and the provider it runs on.
+
+    For a registry name: its files, sizes and sha256, and (when downloaded) the model itself.
+    """
+
+    def body() -> None:
+        from streamcli.registry import find_known, resolve_model
+
+        known = find_known(target) if not Path(target).exists() else None
+        if known is None:
+            _print_model_folder(resolve_model(target), device, threads)
+            return
+        _print_known(known)
+        try:
+            folder = resolve_model(known.name)
+        except StreamcliError as exc:
+            console.print(Text(f"not usable yet: {exc}"), soft_wrap=True)
+            return
+        _print_model_folder(folder, device, threads)
+
+    run_command(body, debug=debug)
+
+
+def _print_known(known: KnownModel) -> None:
+    from streamcli.registry import human_bytes, model_dir
+
+    folder = model_dir(known)
+    console.print(
+        Text(f"{known.name} ({known.family}, {known.license}): {known.description}"), soft_wrap=True
+    )
+    rows = [
+        [
+            f.name,
+            f.precision,
+            human_bytes(f.size_bytes),
+            f.sha256,
+            "yes" if (folder / f.name).is_file() else "no",
+        ]
+        for f in known.files
+    ]
+    print_table(f"files (from {known.base_url})", ["file", "precision", "size", "sha256", "present"], rows)
+    console.print(Text(f"cache folder: {folder}"), soft_wrap=True)
+
+
+_INFO_FIELDS = (
+    "family",
+    "name",
+    "path",
+    "files",
+    "provider",
+    "threads",
+    "decoding",
+    "sample_rate",
+    "feature_dim",
+    "frame_shift_ms",
+    "chunk_frames",
+    "shift_frames",
+    "window_frames",
+    "overlap_frames",
+    "subsampling",
+    "state_bytes",
+)
+
+
+def _print_model_folder(folder: Path, device: str, threads: int) -> None:
+    import onnxruntime as ort
+
+    recognizer = load_recognizer(str(folder), device, threads)
+    info = recognizer.info
+    rows = [[field, str(getattr(info, field))] for field in _INFO_FIELDS if hasattr(info, field)]
+    if hasattr(info, "chunk_frames") and hasattr(info, "shift_frames"):
+        shift_ms = info.shift_frames * getattr(info, "frame_shift_ms", 10)
+        rows.append(
+            ["chunk / shift", f"{info.chunk_frames} / {info.shift_frames} frames ({shift_ms} ms per step)"]
+        )
+    print_table(f"model {folder}", ["field", "value"], rows, show_header=False)
+    for encoder in sorted(folder.glob("encoder*.onnx")):
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        session = ort.InferenceSession(str(encoder), options, providers=["CPUExecutionProvider"])
+        meta = session.get_modelmeta().custom_metadata_map
+        rows = [[key, meta[key]] for key in sorted(meta)]
+        print_table(f"{encoder.name}: ONNX metadata", ["key", "value"], rows, show_header=False)
+        inputs = session.get_inputs()
+        rows = [[item.name, str(item.shape), item.type] for item in inputs]
+        print_table(f"{encoder.name}: inputs (x + cached states)", ["input", "shape", "type"], rows)
+
+
+# ---------------------------------------------------------------------------------------------------
+# App wiring
+
+
+@app.callback(invoke_without_command=True)
+def _main_callback(
+    ctx: typer.Context,
+    debug: bool = typer.Option(False, "--debug", help="Show full tracebacks of errors (any command)."),
+    version: bool = typer.Option(False, "--version", help="Print the version and exit.", is_eager=True),
+) -> None:
+    """Streaming speech-to-text: ONNX streaming encoders with cached state."""
+    if version:
+        console.print(f"streamcli {__version__}")
+        raise typer.Exit(0)
+    _State.debug = debug
+    if ctx.invoked_subcommand is None:
+        console.print(ctx.get_help())
+        raise typer.Exit(0)
+
+
+def _register_commands() -> None:
+    # Imported here, after the helpers above exist: these modules import them from streamcli.cli.
+    from streamcli import cli_bench, cli_export, cli_live
+
+    for module in (cli_export, cli_live, cli_bench):
+        module.register(app)
+
+
+_register_commands()
+
+
+def main() -> None:
+    app(prog_name="streamcli")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,935 @@
+"""Live transcription from an audio input: capture callback -> queue -> recognizer worker -> events.
+
+The capture side is anything shaped like ``sounddevice.InputStream`` (a microphone, an audio server's
+monitor source, a file played at 1x by :class:`FileInputStream`, or a fake in tests): its callback
+only copies each block into a queue, so a slow recognizer never stalls the audio thread. A worker
+thread downmixes, resamples to the model rate, feeds the recognizer stream, decodes every ready chunk,
+finalizes a segment at each endpoint and publishes events (partial text, finalized segments, status).
+Nothing here draws on a terminal; the CLI renders the events.
+"""
+
+from __future__ import annotations
+
+import bisect
+import contextlib
+import json
+import math
+import os
+import queue
+import signal
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import Any, Protocol
+
+import numpy as np
+
+from streamcli.audio import ResampleStream, downmix, open_audio
+from streamcli.errors import AudioError, DeviceError
+from streamcli.formats import timestamp
+from streamcli.results import Segment
+
+# How long the capture may go quiet (no callback at all) before the device counts as gone. Real
+# devices and audio servers deliver blocks every few ms, even of silence.
+DEFAULT_STALL_TIMEOUT_S = 5.0
+FIRST_BLOCK_TIMEOUT_S = 15.0
+# Audio the queue may hold before new blocks are dropped (and counted): bounds memory when the
+# recognizer cannot keep up instead of letting latency grow without limit.
+DEFAULT_MAX_QUEUED_S = 30.0
+# Rolling window of token latencies shown on the status line.
+LATENCY_WINDOW_TOKENS = 200
+
+
+class InputStreamLike(Protocol):
+    """The part of ``sounddevice.InputStream`` the live pipeline uses."""
+
+    samplerate: float
+    channels: int
+
+    def start(self) -> None: ...
+    def stop(self) -> None: ...
+    def close(self) -> None: ...
+
+
+# factory(device=, samplerate=, channels=, blocksize=, callback=, finished_callback=) -> stream
+InputStreamFactory = Callable[..., InputStreamLike]
+
+
+@dataclass(frozen=True)
+class InputDevice:
+    """One audio input as PortAudio reports it."""
+
+    index: int
+    name: str
+    hostapi: str
+    channels: int
+    default_rate_hz: float
+    is_default: bool
+
+
+@dataclass(frozen=True)
+class LiveStatus:
+    """A snapshot for the status line (latencies in ms, level in dBFS)."""
+
+    audio_s: float
+    level_dbfs: float
+    latency_p50_ms: float | None
+    latency_p95_ms: float | None
+    rtf: float | None
+    provider: str
+    overflowed_blocks: int
+    dropped_blocks: int
+    segments: int
+
+
+@dataclass(frozen=True)
+class PartialEvent:
+    text: str
+
+
+@dataclass(frozen=True)
+class SegmentEvent:
+    segment: Segment
+
+
+@dataclass(frozen=True)
+class StatusEvent:
+    status: LiveStatus
+
+
+LiveEvent = PartialEvent | SegmentEvent | StatusEvent
+
+
+@dataclass
+class LiveSummary:
+    """What a finished session did; latencies over every emitted token (ms)."""
+
+    audio_s: float = 0.0
+    wall_s: float = 0.0
+    segments: int = 0
+    tokens: int = 0
+    latency_p50_ms: float | None = None
+    latency_p95_ms: float | None = None
+    latency_max_ms: float | None = None
+    rtf: float | None = None
+    provider: str = ""
+    capture_rate_hz: int = 0
+    capture_channels: int = 0
+    blocks: int = 0
+    overflowed_blocks: int = 0
+    dropped_blocks: int = 0
+    dropped_s: float = 0.0
+    stop_reason: str = ""
+    latencies_ms: list[float] = field(default_factory=list, repr=False)
+
+
+def import_sounddevice() -> Any:
+    """sounddevice, or a one-line DeviceError when PortAudio itself is missing."""
+    try:
+        import sounddevice
+    except OSError as exc:  # sounddevice raises OSError when libportaudio cannot be loaded
+        raise DeviceError(
+            f"PortAudio library not found ({exc}); install it, e.g. `apt-get install libportaudio2`"
+        ) from None
+    return sounddevice
+
+
+def list_input_devices() -> list[InputDevice]:
+    """All devices with at least one input channel, as PortAudio sees them."""
+    sd = import_sounddevice()
+    try:
+        devices = sd.query_devices()
+        hostapis = sd.query_hostapis()
+        default_in = sd.default.device[0]
+    except sd.PortAudioError as exc:
+        raise DeviceError(f"cannot list audio devices: {exc}") from None
+    if default_in is None or default_in < 0:
+        with contextlib.suppress(Exception):
+            default_in = sd.query_devices(kind="input")["index"]
+    result = []
+    for dev in devices:
+        if dev["max_input_channels"] <= 0:
+            continue
+        result.append(
+            InputDevice(
+                index=int(dev["index"]),
+                name=str(dev["name"]),
+                hostapi=str(hostapis[dev["hostapi"]]["name"]),
+                channels=int(dev["max_input_channels"]),
+                default_rate_hz=float(dev["default_samplerate"]),
+                is_default=dev["index"] == default_in,
+            )
+        )
+    return result
+
+
+def resolve_input_device(spec: str | int | None, devices: list[InputDevice] | None = None) -> InputDevice:
+    """The input device named by ``spec``: an index, an exact name, or a unique part of a name.
+
+    ``None`` means PortAudio's default input.
+    """
+    devices = list_input_devices() if devices is None else devices
+    if not devices:
+        raise DeviceError(
+            "no audio input device found (no microphone, or no audio server running); see `streamcli devices`"
+        )
+    if spec is None or spec == "":
+        for dev in devices:
+            if dev.is_default:
+                return dev
+        return devices[0]
+    text = str(spec).strip()
+    if text.lstrip("-").isdigit():
+        index = int(text)
+        for dev in devices:
+            if dev.index == index:
+                return dev
+        raise DeviceError(f"no input device with index {index}; see `streamcli devices`")
+    exact = [d for d in devices if d.name == text]
+    if exact:
+        return exact[0]
+    partial = [d for d in devices if text.lower() in d.name.lower()]
+    if len(partial) == 1:
+        return partial[0]
+    if not partial:
+        raise DeviceError(f"no input device matches {text!r}; see `streamcli devices`")
+    names = ", ".join(f"{d.index}: {d.name}" for d in partial)
+    raise DeviceError(f"input device {text!r} is ambiguous ({names}); give its index")
+
+
+def _portaudio_message(exc: BaseException, device: InputDevice, rate_hz: int, channels: int) -> str:
+    text = str(exc).replace("\n", " ")
+    low = text.lower()
+    where = f"input device {device.index} ({device.name!r})"
+    if "sample rate" in low or "samplerate" in low:
+        return (
+            f"{where} does not support {rate_hz} Hz ({text}); try --sample-rate {int(device.default_rate_hz)}"
+        )
+    if "channel" in low:
+        return f"{where} does not support {channels} channel(s) ({text}); try --channels 1"
+    if "unavailable" in low or "busy" in low or "-9985" in low:
+        return f"{where} is busy or unavailable ({text}); close the program using it or pick another"
+    return f"cannot open {where}: {text}"
+
+
+def open_sounddevice_stream(
+    device: InputDevice,
+    rate_hz: int,
+    channels: int,
+    blocksize: int,
+    callback: Callable[..., None],
+    finished_callback: Callable[[], None],
+) -> InputStreamLike:
+    """A started-ready ``sounddevice.InputStream`` or a one-line DeviceError."""
+    sd = import_sounddevice()
+    try:
+        sd.check_input_settings(device=device.index, samplerate=rate_hz, channels=channels, dtype="float32")
+        return sd.InputStream(
+            device=device.index,
+            samplerate=rate_hz,
+            channels=channels,
+            blocksize=blocksize,
+            dtype="float32",
+            callback=callback,
+            finished_callback=finished_callback,
+        )
+    except (sd.PortAudioError, ValueError) as exc:
+        raise DeviceError(_portaudio_message(exc, device, rate_hz, channels)) from None
+
+
+class FileInputStream:
+    """An audio file played at ``speed`` x real time through an InputStream-shaped callback.
+
+    Stands in for a microphone (``--input-file``); ``speed=0`` delivers as fast as the consumer
+    allows, which tests use. ``end_of_input`` tells a natural end from a device failure.
+    """
+
+    def __init__(
+        self,
+        path: str | Path | None = None,
+        *,
+        samples: np.ndarray | None = None,
+        samplerate: float | None = None,
+        blocksize: int = 0,
+        speed: float = 1.0,
+        callback: Callable[..., None] | None = None,
+        finished_callback: Callable[[], None] | None = None,
+        **_ignored: Any,
+    ) -> None:
+        if samples is None:
+            if path is None:
+                raise ValueError("FileInputStream needs a path or samples")
+            samples, samplerate = _read_audio_file(Path(path))
+        if samplerate is None or samplerate <= 0:
+            raise ValueError("FileInputStream needs a positive samplerate with samples")
+        if speed < 0:
+            raise ValueError(f"speed must be >= 0, got {speed}")
+        data = np.asarray(samples, dtype=np.float32)
+        self._data = data[:, None] if data.ndim == 1 else data
+        self.samplerate = float(samplerate)
+        self.channels = int(self._data.shape[1])
+        # 20 ms blocks unless told otherwise: the order of what a sound card delivers.
+        self.blocksize = blocksize if blocksize > 0 else max(1, round(self.samplerate * 0.02))
+        self.speed = speed
+        self._callback = callback
+        self._finished_callback = finished_callback
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.end_of_input = False
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="streamcli-file-input", daemon=True)
+            self._thread.start()
+
+    def _run(self) -> None:
+        start = time.monotonic()
+        position = 0
+        total = self._data.shape[0]
+        try:
+            while position < total and not self._stop.is_set():
+                block = self._data[position : position + self.blocksize]
+                position += block.shape[0]
+                if self.speed > 0:
+                    due = start + position / self.samplerate / self.speed
+                    delay = due - time.monotonic()
+                    if delay > 0 and self._stop.wait(delay):
+                        break
+                if self._callback is not None:
+                    self._callback(np.ascontiguousarray(block), block.shape[0], None, _NO_FLAGS)
+            self.end_of_input = position >= total
+        finally:
+            if self._finished_callback is not None:
+                self._finished_callback()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout=5.0)
+
+    def close(self) -> None:
+        self.stop()
+
+
+def _read_audio_file(path: Path) -> tuple[np.ndarray, int]:
+    """The whole file at its own rate and channel count (validated by streamcli.audio)."""
+    with open_audio(path) as audio:
+        blocks = list(audio.raw_blocks())
+        rate = audio.info.sample_rate
+        channels = audio.info.channels
+    if not blocks:
+        raise AudioError(f"{path}: holds no samples")
+    data = np.concatenate(blocks).reshape(-1, channels)
+    return data, rate
+
+
+@dataclass(frozen=True)
+class _Flags:
+    input_overflow: bool = False
+
+
+_NO_FLAGS = _Flags()
+
+
+@dataclass
+class _Block:
+    samples: np.ndarray  # (frames, channels) float32, a copy owned by the queue
+    arrival_s: float  # monotonic wall clock when the callback received it
+
+
+class _Stop:
+    """Queue sentinel: the capture ended (or was asked to)."""
+
+
+def percentile_ms(values: list[float] | deque[float], q: float) -> float | None:
+    if not values:
+        return None
+    return float(np.percentile(np.asarray(values, dtype=np.float64), q))
+
+
+class LiveTranscriber:
+    """Runs one live session; iterate :meth:`events` to consume it, :meth:`stop` to end it cleanly.
+
+    ``recognizer`` follows the streamcli recognizer API (create_stream, info). The input is either
+    a PortAudio device (default), a file at ``file_speed`` x (``input_file``), or whatever
+    ``stream_factory`` builds (tests inject fake streams through it).
+    """
+
+    def __init__(
+        self,
+        recognizer: Any,
+        *,
+        input_device: str | int | None = None,
+        input_file: str | Path | None = None,
+        sample_rate_hz: int | None = None,
+        channels: int | None = None,
+        block_ms: float = 0.0,
+        duration_s: float | None = None,
+        file_speed: float = 1.0,
+        stream_factory: InputStreamFactory | None = None,
+        stall_timeout_s: float = DEFAULT_STALL_TIMEOUT_S,
+        max_queued_s: float = DEFAULT_MAX_QUEUED_S,
+        status_interval_s: float = 0.1,
+        save_audio: str | Path | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if duration_s is not None and duration_s <= 0:
+            raise ValueError(f"--duration must be > 0 seconds, got {duration_s}")
+        if sample_rate_hz is not None and sample_rate_hz <= 0:
+            raise ValueError(f"--sample-rate must be > 0 Hz, got {sample_rate_hz}")
+        if channels is not None and channels <= 0:
+            raise ValueError(f"--channels must be >= 1, got {channels}")
+        if file_speed < 0:
+            raise ValueError(f"--input-speed must be >= 0, got {file_speed}")
+        if block_ms < 0:
+            raise ValueError(f"--block-ms must be >= 0, got {block_ms}")
+        if stall_timeout_s <= 0 or max_queued_s <= 0:
+            raise ValueError("stall_timeout_s and max_queued_s must be > 0")
+        if input_file is not None and input_device is not None:
+            raise ValueError("give either --input-device or --input-file, not both")
+        self.recognizer = recognizer
+        self.input_device = input_device
+        self.input_file = input_file
+        self.duration_s = duration_s
+        self.stall_timeout_s = stall_timeout_s
+        self.status_interval_s = status_interval_s
+        self.save_audio = Path(save_audio) if save_audio is not None else None
+        self._clock = clock
+        self._queue: queue.Queue[_Block | _Stop] = queue.Queue()
+        self._events: queue.Queue[LiveEvent | BaseException | _Stop] = queue.Queue()
+        self._stop_requested = threading.Event()
+        self._capture_finished = threading.Event()
+        self._lock = threading.Lock()
+        self._queued_frames = 0
+        self._last_callback_s = 0.0
+        self._worker: threading.Thread | None = None
+        self._done = threading.Event()
+        self.summary = LiveSummary(provider=_provider_of(recognizer))
+        self.device: InputDevice | None = None
+
+        self._stream = self._open_input(
+            input_device, input_file, sample_rate_hz, channels, block_ms, file_speed, stream_factory
+        )
+        self.capture_rate_hz = int(round(float(self._stream.samplerate)))
+        self.capture_channels = int(self._stream.channels)
+        self.summary.capture_rate_hz = self.capture_rate_hz
+        self.summary.capture_channels = self.capture_channels
+        self._max_queued_frames = int(max_queued_s * self.capture_rate_hz)
+        try:
+            self._recording = self._open_recording(int(recognizer.info.sample_rate))
+        except BaseException:
+            self.close()
+            raise
+
+    def _open_recording(self, model_rate_hz: int) -> Any:
+        if self.save_audio is None:
+            return None
+        import soundfile
+
+        # Exactly what the recognizer hears (mono, model rate, float), so `streamcli transcribe` of
+        # this file reproduces the session.
+        try:
+            return soundfile.SoundFile(
+                str(self.save_audio), "w", samplerate=model_rate_hz, channels=1, subtype="FLOAT", format="WAV"
+            )
+        except (RuntimeError, OSError) as exc:
+            raise ValueError(f"cannot write --save-audio {self.save_audio}: {exc}") from None
+
+    # -- capture side -------------------------------------------------------------------------
+    def _open_input(
+        self,
+        input_device: str | int | None,
+        input_file: str | Path | None,
+        sample_rate_hz: int | None,
+        channels: int | None,
+        block_ms: float,
+        file_speed: float,
+        stream_factory: InputStreamFactory | None,
+    ) -> InputStreamLike:
+        def frames(rate_hz: float) -> int:  # 0 lets the audio system choose its block size
+            return max(1, round(block_ms / 1000 * rate_hz)) if block_ms else 0
+
+        callbacks = {"callback": self._on_audio, "finished_callback": self._on_finished}
+        if stream_factory is not None:
+            # Only what the user asked for, so a factory's own defaults (a fake's rate) stay in force.
+            asked = {"device": input_device, "samplerate": sample_rate_hz, "channels": channels}
+            if block_ms and sample_rate_hz:
+                asked["blocksize"] = frames(sample_rate_hz)
+            return stream_factory(**{k: v for k, v in asked.items() if v is not None}, **callbacks)
+        if input_file is not None:
+            samples, file_rate = _read_audio_file(Path(input_file))
+            if channels is not None and channels != samples.shape[1]:
+                raise ValueError(f"--channels {channels} does not match the file's {samples.shape[1]}")
+            if sample_rate_hz is not None and sample_rate_hz != file_rate:
+                raise ValueError(f"--sample-rate {sample_rate_hz} does not match the file's {file_rate} Hz")
+            return FileInputStream(
+                samples=samples,
+                samplerate=file_rate,
+                speed=file_speed,
+                blocksize=frames(file_rate),
+                **callbacks,
+            )
+        device = resolve_input_device(input_device)
+        self.device = device
+        # Capture at what the device natively offers; the worker downmixes and resamples.
+        rate = sample_rate_hz or int(round(device.default_rate_hz))
+        chans = channels or min(device.channels, 2)
+        return open_sounddevice_stream(device, rate, chans, frames(rate), self._on_audio, self._on_finished)
+
+    def _on_audio(self, indata: np.ndarray, frames: int, time_info: Any, status: Any) -> None:
+        # Runs on the audio thread: copy, count, enqueue; never block or decode here.
+        now = self._clock()
+        self._last_callback_s = now
+        if self._stop_requested.is_set():
+            return
+        with self._lock:
+            self.summary.blocks += 1
+            if status is not None and getattr(status, "input_overflow", False):
+                self.summary.overflowed_blocks += 1
+            if self._queued_frames + frames > self._max_queued_frames:
+                self.summary.dropped_blocks += 1
+                self.summary.dropped_s += frames / self.capture_rate_hz
+                return
+            self._queued_frames += frames
+        self._queue.put(_Block(np.array(indata, dtype=np.float32, copy=True), now))
+
+    def _on_finished(self) -> None:
+        self._capture_finished.set()
+        self._queue.put(_Stop())
+
+    # -- control ------------------------------------------------------------------------------
+    def close(self) -> None:
+        """Releases the input of a session that will not run (after start, the worker does this)."""
+        if self._worker is None:
+            with contextlib.suppress(Exception):
+                self._stream.close()
+
+    def start(self) -> None:
+        """Starts capture and the worker (idempotent)."""
+        if self._worker is not None:
+            return
+        self._started_s = self._clock()
+        self._last_callback_s = self._started_s
+        self._worker = threading.Thread(target=self._work, name="streamcli-live-worker", daemon=True)
+        self._worker.start()
+        try:
+            self._stream.start()
+        except Exception as exc:
+            self.stop("capture-failed")
+            self._worker.join(timeout=10.0)
+            message = str(exc).replace("\n", " ")
+            raise DeviceError(f"cannot start audio capture: {message}") from None
+
+    def stop(self, reason: str = "stopped") -> None:
+        """Ends the session: the worker finalizes the partial text and publishes it."""
+        if not self._stop_requested.is_set():
+            self.summary.stop_reason = self.summary.stop_reason or reason
+            self._stop_requested.set()
+        self._queue.put(_Stop())
+
+    def events(self, timeout_s: float | None = None) -> Iterator[LiveEvent]:
+        """Yields events until the session has ended; re-raises a worker error after the last event.
+
+        May be called again after being interrupted (e.g. by KeyboardInterrupt) to drain the rest.
+        """
+        self.start()
+        deadline = None if timeout_s is None else self._clock() + timeout_s
+        while True:
+            if deadline is not None and self._clock() > deadline:
+                self.stop("timeout")
+                deadline = None
+            try:
+                item = self._events.get(timeout=0.05)
+            except queue.Empty:
+                continue
+            if isinstance(item, _Stop):
+                self._events.put(item)  # keep the end marker for any later drain
+                return
+            if isinstance(item, BaseException):
+                self._events.put(_Stop())
+                raise item
+            yield item
+
+    def run(self, on_event: Callable[[LiveEvent], None] | None = None) -> LiveSummary:
+        """Runs to the end and returns the summary."""
+        for event in self.events():
+            if on_event is not None:
+                on_event(event)
+        return self.summary
+
+    # -- worker -------------------------------------------------------------------------------
+    def _work(self) -> None:
+        rec = self.recognizer
+        model_rate = int(rec.info.sample_rate)
+        stream = rec.create_stream()
+        resampler = ResampleStream(self.capture_rate_hz, model_rate)
+
+        def resample(block: np.ndarray, last: bool = False) -> np.ndarray:
+            return resampler.process(downmix(block), last=last)
+
+        # Latency bookkeeping: for each block fed, the stream time (s) its last sample reaches and the
+        # wall clock it arrived at; a token at stream time t was heard when the block holding t arrived.
+        block_end_s: list[float] = []
+        block_arrival_s: list[float] = []
+        fed_samples = 0
+        captured_frames = 0
+        decode_s = 0.0
+        rolling: deque[float] = deque(maxlen=LATENCY_WINDOW_TOKENS)
+        level: deque[tuple[int, float]] = deque()
+        level_frames = 0
+        level_window = max(1, int(0.2 * self.capture_rate_hz))
+        last_partial = ""
+        last_status_s = 0.0
+        error: BaseException | None = None
+        limit_frames = None if self.duration_s is None else int(round(self.duration_s * self.capture_rate_hz))
+
+        recording = self._recording
+
+        def feed(samples: np.ndarray, arrival_s: float) -> None:
+            nonlocal fed_samples
+            if samples.size == 0:
+                return
+            if recording is not None:
+                recording.write(samples)
+            stream.accept_waveform(model_rate, samples)
+            fed_samples += samples.shape[0]
+            block_end_s.append(fed_samples / model_rate)
+            block_arrival_s.append(arrival_s)
+
+        def decode_ready() -> None:
+            nonlocal decode_s
+            while stream.is_ready():
+                t0 = self._clock()
+                tokens = stream.decode()
+                t1 = self._clock()
+                decode_s += t1 - t0
+                for tok in tokens:
+                    i = bisect.bisect_left(block_end_s, tok.start - 1e-9)
+                    arrival = block_arrival_s[min(i, len(block_arrival_s) - 1)]
+                    latency_ms = (t1 - arrival) * 1000.0
+                    self.summary.latencies_ms.append(latency_ms)
+                    rolling.append(latency_ms)
+                    self.summary.tokens += 1
+                if tokens:
+                    publish_partial()
+                # Per chunk, not per block: a large block (or a backlog) may hold an endpoint inside.
+                if stream.is_endpoint():
+                    finalize_segment()
+
+        def publish_partial() -> None:
+            nonlocal last_partial
+            text = stream.result().text
+            if text != last_partial:
+                last_partial = text
+                self._events.put(PartialEvent(text))
+
+        def finalize_segment() -> None:
+            nonlocal last_partial
+            segment = stream.reset()
+            last_partial = ""
+            if segment is not None and segment.text.strip():
+                self.summary.segments += 1
+                self._events.put(SegmentEvent(segment))
+            self._events.put(PartialEvent(""))
+
+        def status(now: float) -> LiveStatus:
+            frames = sum(n for n, _ in level)
+            energy = sum(e for _, e in level)
+            rms = math.sqrt(energy / frames) if frames else 0.0
+            return LiveStatus(
+                audio_s=captured_frames / self.capture_rate_hz,
+                level_dbfs=20.0 * math.log10(max(rms, 1e-10)),
+                latency_p50_ms=percentile_ms(rolling, 50),
+                latency_p95_ms=percentile_ms(rolling, 95),
+                rtf=decode_s / (fed_samples / model_rate) if fed_samples else None,
+                provider=self.summary.provider,
+                overflowed_blocks=self.summary.overflowed_blocks,
+                dropped_blocks=self.summary.dropped_blocks,
+                segments=self.summary.segments,
+            )
+
+        try:
+            while True:
+                try:
+                    item = self._queue.get(timeout=0.05)
+                except queue.Empty:
+                    now = self._clock()
+                    # Opening can take a while (an audio server's stream start-up is ~1-2 s), so
+                    # the first block gets a longer grace than the gaps between blocks.
+                    allowed_s = (
+                        self.stall_timeout_s
+                        if self.summary.blocks
+                        else max(self.stall_timeout_s, FIRST_BLOCK_TIMEOUT_S)
+                    )
+                    if now - self._last_callback_s > allowed_s and not self._stop_requested.is_set():
+                        self.summary.stop_reason = "device-stalled"
+                        break
+                    continue
+                if isinstance(item, _Stop):
+                    if self._stop_requested.is_set() or self._capture_finished.is_set():
+                        break
+                    continue
+                block = item.samples
+                with self._lock:
+                    self._queued_frames -= block.shape[0]
+                if limit_frames is not None and captured_frames + block.shape[0] >= limit_frames:
+                    block = block[: limit_frames - captured_frames]
+                captured_frames += block.shape[0]
+                energy = float(np.square(block, dtype=np.float64).sum() / max(1, block.shape[1]))
+                level.append((block.shape[0], energy))
+                level_frames += block.shape[0]
+                while level_frames - level[0][0] >= level_window:
+                    level_frames -= level.popleft()[0]
+                feed(resample(block), item.arrival_s)
+                decode_ready()
+                now = self._clock()
+                if now - last_status_s >= self.status_interval_s:
+                    last_status_s = now
+                    self._events.put(StatusEvent(status(now)))
+                if limit_frames is not None and captured_frames >= limit_frames:
+                    self.summary.stop_reason = self.summary.stop_reason or "duration"
+                    break
+        except BaseException as exc:  # reported to the consumer after finalizing what we have
+            error = exc
+        finally:
+            self._stop_requested.set()
+            with contextlib.suppress(Exception):
+                self._stream.stop()
+            with contextlib.suppress(Exception):
+                self._stream.close()
+        try:
+            # Flush: the resampler tail, then the recognizer's padding so the last words decode.
+            tail_arrival = self._clock()
+            feed(resample(np.zeros((0, self.capture_channels), dtype=np.float32), last=True), tail_arrival)
+            stream.input_finished()
+            decode_ready()
+            finalize_segment()
+        except BaseException as exc:
+            error = error or exc
+        if recording is not None:
+            with contextlib.suppress(Exception):
+                recording.close()
+        if not self.summary.stop_reason:
+            ended = bool(getattr(self._stream, "end_of_input", False))
+            self.summary.stop_reason = "end-of-input" if ended else "device-lost"
+        self.summary.audio_s = captured_frames / self.capture_rate_hz
+        self.summary.wall_s = self._clock() - self._started_s
+        lat = self.summary.latencies_ms
+        self.summary.latency_p50_ms = percentile_ms(lat, 50)
+        self.summary.latency_p95_ms = percentile_ms(lat, 95)
+        self.summary.latency_max_ms = max(lat) if lat else None
+        self.summary.rtf = decode_s / (fed_samples / model_rate) if fed_samples else None
+        self._events.put(StatusEvent(status(self._clock())))
+        if error is None and self.summary.stop_reason in ("device-lost", "device-stalled"):
+            what = "stopped delivering audio" if self.summary.stop_reason == "device-stalled" else "went away"
+            name = self.device.name if self.device is not None else "input"
+            error = DeviceError(
+                f"audio input {name!r} {what} after {self.summary.audio_s:.1f} s; finalized text was kept"
+            )
+        if error is not None:
+            self._events.put(error)
+        self._events.put(_Stop())
+        self._done.set()
+
+
+def _provider_of(recognizer: Any) -> str:
+    info = getattr(recognizer, "info", None)
+    return str(getattr(info, "provider", "") or "")
+
+
+@contextlib.contextmanager
+def stop_on_sigint(session: LiveTranscriber) -> Iterator[None]:
+    """First Ctrl-C asks the session to finalize and stop; a second one aborts (KeyboardInterrupt).
+
+    Only installs the handler in the main thread (signals are delivered there only).
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.getsignal(signal.SIGINT)
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        if session._stop_requested.is_set():
+            raise KeyboardInterrupt
+        session.stop("interrupted")
+
+    signal.signal(signal.SIGINT, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def format_clock(seconds: float) -> str:
+    """``hh:mm:ss.s`` for the finalized-line prefix."""
+    tenths = int(round(max(0.0, seconds) * 10))
+    hours, rest = divmod(tenths, 36000)
+    minutes, rest = divmod(rest, 600)
+    return f"{hours:02d}:{minutes:02d}:{rest // 10:02d}.{rest % 10}"
+
+
+LIVE_FORMATS = ("txt", "jsonl", "srt", "vtt")
+
+
+class SegmentWriter:
+    """Appends each finalized segment to a file and forces it to disk, so a crash loses at most the
+    partial text. The file is created (truncated) when the writer opens; vtt gets its header then.
+    """
+
+    def __init__(self, path: str | Path, fmt: str) -> None:
+        if fmt not in LIVE_FORMATS:
+            raise ValueError(f"unknown live output format {fmt!r}; choose one of {', '.join(LIVE_FORMATS)}")
+        self.path = Path(path)
+        self.fmt = fmt
+        self.count = 0
+        if self.path.is_dir():
+            raise ValueError(f"output path {self.path} is a directory")
+        try:
+            self._handle = open(self.path, "w", encoding="utf-8", newline="\n")  # noqa: SIM115
+        except OSError as exc:
+            raise ValueError(f"cannot write output file {self.path}: {exc.strerror}") from None
+        if fmt == "vtt":
+            self._write("WEBVTT\n\n")
+
+    def _write(self, text: str) -> None:
+        self._handle.write(text)
+        self._handle.flush()
+        os.fsync(self._handle.fileno())
+
+    def write(self, segment: Segment) -> None:
+        text = segment.text.strip()
+        if not text:
+            return
+        self.count += 1
+        end = max(segment.end, segment.start + 0.001)  # players reject zero-length cues
+        if self.fmt == "txt":
+            chunk = text + "\n"
+        elif self.fmt == "jsonl":
+            record = {
+                "start": round(segment.start, 3),
+                "end": round(segment.end, 3),
+                "text": text,
+                "words": [
+                    {"word": w.word, "start": round(w.start, 3), "end": round(w.end, 3)}
+                    for w in segment.words
+                ],
+                "tokens": [{"token": t.text, "start": round(t.start, 3)} for t in segment.tokens],
+            }
+            chunk = json.dumps(record, ensure_ascii=False) + "\n"
+        elif self.fmt == "srt":
+            span = f"{timestamp(segment.start, decimal=',')} --> {timestamp(end, decimal=',')}"
+            chunk = f"{self.count}\n{span}\n{text}\n\n"
+        else:
+            chunk = f"{timestamp(segment.start)} --> {timestamp(end)}\n{text}\n\n"
+        self._write(chunk)
+
+    def close(self) -> None:
+        if not self._handle.closed:
+            self._handle.close()
+
+
+def format_from_path(path: str | Path, default: str = "txt") -> str:
+    """Output format guessed from the file extension (``.jsonl``, ``.srt``, ``.vtt``, else ``txt``)."""
+    suffix = Path(path).suffix.lower().lstrip(".")
+    return suffix if suffix in LIVE_FORMATS else default
+
+
+def level_bar(level_dbfs: float, width: int = 12, floor_dbfs: float = -60.0) -> str:
+    """A text meter: full at 0 dBFS, empty at ``floor_dbfs``."""
+    fraction = min(1.0, max(0.0, (level_dbfs - floor_dbfs) / -floor_dbfs))
+    filled = int(round(fraction * width))
+    return "#" * filled + "-" * (width - filled)
+
+
+def status_line(status: LiveStatus) -> str:
+    def ms(value: float | None) -> str:
+        return "-" if value is None else f"{value:.0f}"
+
+    rtf = "-" if status.rtf is None else f"{status.rtf:.2f}"
+    return (
+        f"{format_clock(status.audio_s)} level [{level_bar(status.level_dbfs)}] {status.level_dbfs:5.1f} dBFS"
+        f" | latency p50 {ms(status.latency_p50_ms)} ms p95 {ms(status.latency_p95_ms)} ms"
+        f" | RTF {rtf} | {status.provider or '?'}"
+        f" | overflow {status.overflowed_blocks} dropped {status.dropped_blocks}"
+    )
+
+
+def summary_dict(summary: LiveSummary) -> dict[str, Any]:
+    """The summary as JSON-ready values (the per-token latency list left out)."""
+    data = {k: v for k, v in summary.__dict__.items() if k != "latencies_ms"}
+    return {k: (round(v, 3) if isinstance(v, float) else v) for k, v in data.items()}
+
+
+def summary_line(summary: LiveSummary) -> str:
+    def ms(value: float | None) -> str:
+        return "-" if value is None else f"{value:.0f} ms"
+
+    rtf = "-" if summary.rtf is None else f"{summary.rtf:.3f}"
+    return (
+        f"live: {summary.audio_s:.1f} s of audio at {summary.capture_rate_hz} Hz x{summary.capture_channels}"
+        f", {summary.segments} segments, {summary.tokens} tokens"
+        f"; audio-to-text latency p50 {ms(summary.latency_p50_ms)} p95 {ms(summary.latency_p95_ms)}"
+        f"; RTF {rtf} on {summary.provider or '?'}"
+        f"; blocks {summary.blocks}, overflowed {summary.overflowed_blocks}, dropped {summary.dropped_blocks}"
+        f" ({summary.dropped_s:.2f} s); stopped: {summary.stop_reason}"
+    )
+
+
+class LiveRenderer:
+    """Shows events on a Rich console: finalized lines scroll above a live partial + status area.
+
+    On something that is not a terminal it prints only finalized lines, flushed one by one.
+    """
+
+    def __init__(self, console: Any, *, show_status: bool = True) -> None:
+        self.console = console
+        self.interactive = bool(console.is_terminal)
+        self.show_status = show_status
+        self._partial = ""
+        self._status: LiveStatus | None = None
+        self._live: Any = None
+
+    def __enter__(self) -> LiveRenderer:
+        if self.interactive:
+            from rich.live import Live
+
+            self._live = Live(self._renderable(), console=self.console, auto_refresh=False, transient=True)
+            self._live.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._live is not None:
+            self._live.__exit__(None, None, None)
+            self._live = None
+
+    def _renderable(self) -> Any:
+        from rich.text import Text
+
+        # One line, updated in place: a long partial shows its newest end.
+        width = max(10, int(self.console.width) - 1)
+        partial = self._partial if len(self._partial) <= width else "…" + self._partial[-(width - 1) :]
+        text = Text(partial, style="italic", no_wrap=True, overflow="crop")
+        if self.show_status and self._status is not None:
+            line = status_line(self._status)
+            text.append("\n" + line[:width], style="dim")
+        return text
+
+    def __call__(self, event: LiveEvent) -> None:
+        if isinstance(event, SegmentEvent):
+            seg = event.segment
+            line = f"[{format_clock(seg.start)}] {seg.text.strip()}"
+            if self.interactive:
+                self.console.print(line, markup=False, highlight=False)
+            else:
+                self.console.file.write(line + "\n")
+                self.console.file.flush()
+        elif isinstance(event, PartialEvent):
+            self._partial = event.text
+        elif isinstance(event, StatusEvent):
+            self._status = event.status
+        if self._live is not None:
+            self._live.update(self._renderable(), refresh=True)

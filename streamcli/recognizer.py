@@ -1,0 +1,404 @@
+"""Streaming recognizer: config, model info, the Stream verbs, and the factory over model families.
+
+    rec = create_recognizer(RecognizerConfig(model="path/or/name", device="auto", threads=0))
+    s = rec.create_stream()
+    s.accept_waveform(16000, samples)      # float32 mono in [-1, 1], any rate (resampled)
+    while s.is_ready():
+        s.decode()                         # one encoder call; returns the new tokens
+    s.input_finished()                     # pads the tail so the last words get decoded
+    while s.is_ready():
+        s.decode()
+    print(s.result().text)
+
+The generic machinery lives here: online fbank, chunking (a chunk of ``chunk_frames`` feature frames
+is decoded when *more* than that many frames are waiting, and the next chunk starts
+``shift_frames`` later, as in sherpa-onnx), tail padding, timing, endpointing, utterance resets.
+
+Model families plug in by subclassing :class:`Recognizer` and implementing four hooks:
+
+- ``new_stream_state()`` -> opaque per-stream state (encoder caches + search state);
+- ``decode_chunk(features, states, frame_offsets)``: run the encoder on ``features`` (N,
+  chunk_frames, feature_dim) float32 with the N streams' cached states, advance their searches, update
+  ``states`` in place; ``frame_offsets[i]`` is the absolute encoder frame index of the chunk's first
+  output frame for stream i;
+- ``hypothesis(state)`` -> (token ids, absolute encoder frames) of the current utterance;
+- ``start_new_utterance(state)``: drop the utterance text, keep encoder state (and decoder context).
+
+Families: ``zipformer``/``zipformer2`` transducers (:mod:`streamcli.zipformer`) and our windowed CTC
+encoder ``wctc`` (:mod:`streamcli.wctc`, imported lazily), chosen by the encoder's ``model_type``
+metadata. A family class is constructed as ``Family(config, folder, metadata)`` where ``metadata``
+is the encoder's ONNX metadata.
+"""
+
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from streamcli.endpoint import EndpointConfig, EndpointDetector
+from streamcli.errors import ModelError
+from streamcli.features import OnlineFbank
+from streamcli.providers import parse_device, read_onnx_metadata, resolve_threads
+from streamcli.results import Result, Segment, Token
+from streamcli.tokens import TokenTable, tokens_to_words
+
+_REVISION_WINDOW = 64  # tokens at the end of a hypothesis that new_tokens() re-checks
+
+_DECODING_ALIASES = {
+    "greedy": "greedy",
+    "greedy_search": "greedy",
+    "beam": "beam",
+    "modified_beam_search": "beam",
+}
+
+
+@dataclass
+class RecognizerConfig:
+    """What to run and how. Validated by :meth:`validate` (clear ValueErrors)."""
+
+    model: str | Path | None = None  # folder or known name; None = the shipped default model
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    threads: int = 0  # 0 = automatic
+    decoding: str = "greedy"  # greedy | beam (modified beam search; transducers only)
+    beam: int = 4  # active paths of modified beam search
+    window_frames: int | None = None  # wctc: window W in 10 ms frames (None = model default)
+    overlap_frames: int | None = None  # wctc: overlap O in 10 ms frames (None = model default)
+    endpoint: EndpointConfig = field(default_factory=EndpointConfig)
+
+    def validate(self) -> RecognizerConfig:
+        parse_device(self.device)
+        resolve_threads(self.threads)
+        if self.decoding not in _DECODING_ALIASES:
+            raise ValueError(f"decoding must be greedy or beam, got {self.decoding!r}")
+        if isinstance(self.beam, bool) or not isinstance(self.beam, int) or self.beam < 1:
+            raise ValueError(f"beam must be an integer >= 1, got {self.beam!r}")
+        for name in ("window_frames", "overlap_frames"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+                raise ValueError(f"{name} must be a non-negative integer (10 ms frames), got {value!r}")
+        if self.window_frames is not None and self.window_frames == 0:
+            raise ValueError("window_frames must be > 0")
+        if (
+            self.window_frames is not None
+            and self.overlap_frames is not None
+            and self.overlap_frames >= self.window_frames
+        ):
+            raise ValueError(
+                f"overlap_frames ({self.overlap_frames}) must be smaller than "
+                f"window_frames ({self.window_frames})"
+            )
+        if not isinstance(self.endpoint, EndpointConfig):
+            raise ValueError("endpoint must be a streamcli.endpoint.EndpointConfig")
+        return self
+
+    @property
+    def search(self) -> str:
+        """Normalised decoding name: "greedy" or "beam"."""
+        return _DECODING_ALIASES[self.decoding]
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What a loaded model is and how it runs (all frame counts in 10 ms feature frames)."""
+
+    family: str  # "zipformer-transducer" | "wctc"
+    name: str
+    path: Path
+    sample_rate: int
+    feature_dim: int
+    frame_shift_ms: int
+    chunk_frames: int  # feature frames one encoder call consumes
+    shift_frames: int  # feature frames one encoder call advances
+    window_frames: int
+    overlap_frames: int
+    subsampling: int
+    provider: str  # provider the encoder session really runs on
+    threads: int
+    state_bytes: int  # bytes of cached encoder state per stream
+    decoding: str = "greedy"
+    files: tuple[str, ...] = ()
+    device_notice: str | None = None  # one line when device=auto fell back to CPU
+
+    @property
+    def chunk_ms(self) -> int:
+        return self.shift_frames * self.frame_shift_ms
+
+
+class Recognizer(ABC):
+    """Base of every model family: owns the model; streams hold per-stream state."""
+
+    info: ModelInfo
+    tokens: TokenTable
+
+    def __init__(self, config: RecognizerConfig) -> None:
+        self.config = config
+
+    # ----- family hooks -------------------------------------------------------------------------
+    @abstractmethod
+    def new_stream_state(self) -> Any:
+        """Fresh encoder caches + search state for one stream."""
+
+    @abstractmethod
+    def decode_chunk(self, features: np.ndarray, states: list[Any], frame_offsets: list[int]) -> None:
+        """Encoder on (N, chunk_frames, feature_dim) features + search; updates ``states`` in place."""
+
+    @abstractmethod
+    def hypothesis(self, state: Any) -> tuple[list[int], list[int]]:
+        """(token ids, absolute encoder frame of each) of the current utterance; callers only read them."""
+
+    @abstractmethod
+    def start_new_utterance(self, state: Any) -> None:
+        """Forget the utterance's tokens, keep the encoder state (and decoder context)."""
+
+    def frames_to_flush(self, num_frames: int) -> int:
+        """Total feature frames needed so that frame ``num_frames - 1`` gets decoded.
+
+        A chunk starting at s is decoded once more than s + chunk_frames frames exist and its
+        output covers frames s .. s + shift_frames - 1, so the last chunk must start at
+        shift * floor((num_frames - 1) / shift).
+        """
+        if num_frames <= 0:
+            return 0
+        last_start = self.info.shift_frames * ((num_frames - 1) // self.info.shift_frames)
+        return last_start + self.info.chunk_frames + 1
+
+    def tail_padding_samples(self, num_samples: int) -> int:
+        """Zeros input_finished() appends after ``num_samples`` samples so all of them get decoded."""
+        shift = self.info.sample_rate * self.info.frame_shift_ms // 1000
+        num_frames = (num_samples + shift // 2) // shift  # kaldi frame count with snip_edges=False
+        if num_frames == 0:
+            return 0
+        needed = self.frames_to_flush(num_frames)
+        return max(0, needed * shift - shift // 2 - num_samples)
+
+    # ----- streams --------------------------------------------------------------------------------
+    def create_stream(self) -> Stream:
+        return Stream(self)
+
+    def decode_streams(self, streams: list[Stream]) -> None:
+        """Decodes one chunk for every ready stream in one batched encoder call."""
+        ready = [s for s in streams if s.is_ready()]
+        if not ready:
+            return
+        info = self.info
+        feats = np.empty((len(ready), info.chunk_frames, info.feature_dim), dtype=np.float32)
+        for i, s in enumerate(ready):
+            s._fbank.get_frames(s._processed_frames, info.chunk_frames, out=feats[i])
+        out_frames = info.shift_frames // info.subsampling
+        offsets = [s._chunks_done * out_frames for s in ready]
+        t0 = time.perf_counter()
+        self.decode_chunk(feats, [s._state for s in ready], offsets)
+        elapsed_ms = (time.perf_counter() - t0) * 1000.0
+        for s in ready:
+            s._processed_frames += info.shift_frames
+            s._chunks_done += 1
+            s._fbank.discard_before(s._processed_frames)
+            s.chunk_times_ms.append(elapsed_ms)
+
+    def frame_time_s(self, encoder_frame: int) -> float:
+        return round(encoder_frame * self.info.subsampling * self.info.frame_shift_ms / 1000.0, 6)
+
+
+class Stream:
+    """One audio stream through a recognizer (see the module docstring for the verbs)."""
+
+    def __init__(self, recognizer: Recognizer) -> None:
+        self._rec = recognizer
+        info = recognizer.info
+        self._sample_rate = info.sample_rate
+        self._fbank = OnlineFbank(info.feature_dim, info.sample_rate)
+        self._state = recognizer.new_stream_state()
+        self._endpoint = EndpointDetector(recognizer.config.endpoint, sample_rate=info.sample_rate)
+        self._resampler: Any = None
+        self._input_rate: int | None = None
+        self._samples = 0  # samples received at the model rate (without tail padding)
+        self._processed_frames = 0  # start frame of the next chunk
+        self._chunks_done = 0
+        self._finished = False
+        self._utterance_start_s = 0.0
+        self._reported: list[int] = []
+        self.tail_padding_samples = 0
+        self.chunk_times_ms: list[float] = []
+
+    # ----- input ------------------------------------------------------------------------------------
+    def accept_waveform(self, sample_rate: int, samples: np.ndarray) -> None:
+        """Appends mono float samples in [-1, 1]; resampled (soxr) when the rate differs."""
+        if self._finished:
+            raise ValueError("accept_waveform() after input_finished()")
+        if (
+            isinstance(sample_rate, bool)
+            or not isinstance(sample_rate, (int, np.integer))
+            or sample_rate <= 0
+        ):
+            raise ValueError(f"sample_rate must be a positive integer, got {sample_rate!r}")
+        arr = np.asarray(samples)
+        if arr.ndim == 2 and 1 in arr.shape:
+            arr = arr.reshape(-1)
+        if arr.ndim != 1:
+            raise ValueError(f"samples must be mono (1-D), got shape {arr.shape}")
+        if arr.size and not np.issubdtype(arr.dtype, np.floating):
+            raise ValueError(f"samples must be float in [-1, 1], got dtype {arr.dtype}")
+        arr = np.ascontiguousarray(arr, dtype=np.float32)
+        if arr.size and not np.isfinite(arr).all():
+            raise ValueError("samples contain NaN or Inf")
+        if self._input_rate is None:
+            self._input_rate = int(sample_rate)
+        elif self._input_rate != sample_rate:
+            raise ValueError(f"sample rate changed within a stream: {self._input_rate} -> {sample_rate}")
+        if sample_rate != self._sample_rate:
+            if self._resampler is None:
+                import soxr
+
+                self._resampler = soxr.ResampleStream(
+                    int(sample_rate), self._sample_rate, 1, dtype="float32", quality="HQ"
+                )
+            arr = self._resampler.resample_chunk(arr, last=False)
+        self._push(arr)
+
+    def _push(self, samples: np.ndarray) -> None:
+        if samples.size:
+            self._fbank.accept_waveform(samples)
+            self._endpoint.accept_waveform(samples)
+            self._samples += samples.size
+
+    def input_finished(self) -> None:
+        """No more audio: flushes the resampler, pads zeros so the last frames are decoded."""
+        if self._finished:
+            return
+        if self._resampler is not None:
+            self._push(self._resampler.resample_chunk(np.zeros(0, np.float32), last=True))
+        pad = self._rec.tail_padding_samples(self._samples)
+        if pad:
+            self._fbank.accept_waveform(np.zeros(pad, dtype=np.float32))
+        self.tail_padding_samples = pad
+        self._fbank.input_finished()
+        self._finished = True
+
+    # ----- decoding -------------------------------------------------------------------------------
+    def is_ready(self) -> bool:
+        """True when a full chunk of features (plus one frame, as sherpa-onnx) is waiting."""
+        return self._processed_frames + self._rec.info.chunk_frames < self._fbank.num_frames_ready
+
+    def decode(self) -> list[Token]:
+        """Decodes one chunk (if ready) and returns the tokens it added to the hypothesis."""
+        self._rec.decode_streams([self])
+        return self.new_tokens()
+
+    def new_tokens(self) -> list[Token]:
+        """Tokens of the hypothesis not returned before (beam search may revise the tail)."""
+        ids, frames = self._rec.hypothesis(self._state)
+        # Only the recent tail can change (beam search); older tokens were final when reported.
+        # Comparing a bounded window keeps this O(1) per chunk however long the utterance gets.
+        reported = self._reported
+        common = max(0, min(len(ids), len(reported)) - _REVISION_WINDOW)
+        limit = min(len(ids), len(reported))
+        while common < limit and ids[common] == reported[common]:
+            common += 1
+        del reported[common:]
+        reported.extend(ids[common:])
+        tokens = self._rec.tokens
+        return [
+            Token(tokens[i], self._rec.frame_time_s(f), i)
+            for i, f in zip(ids[common:], frames[common:], strict=False)
+        ]
+
+    def result(self) -> Result:
+        """The hypothesis since the last reset."""
+        ids, frames = self._rec.hypothesis(self._state)
+        table = self._rec.tokens
+        toks = [Token(table[i], self._rec.frame_time_s(f), i) for i, f in zip(ids, frames, strict=False)]
+        return Result(text=table.text(ids), tokens=toks, words=tokens_to_words(toks, end_s=self.decoded_s))
+
+    def is_endpoint(self) -> bool:
+        """Endpoint rules (streamcli.endpoint) say the current utterance has ended."""
+        ids, frames = self._rec.hypothesis(self._state)
+        last_token_s = self._rec.frame_time_s(frames[-1]) if frames else None
+        return self._endpoint.is_endpoint(
+            utterance_start_s=self._utterance_start_s,
+            last_token_s=last_token_s,
+            decoded_s=self.decoded_s,
+            has_text=bool(ids),
+        )
+
+    @property
+    def endpoint_rule(self) -> int | None:
+        """Which endpoint rule fired at the last is_endpoint() call (1, 2, 3) or None."""
+        return self._endpoint.last_rule
+
+    def reset(self) -> Segment | None:
+        """Finalizes the current utterance (None if empty) and starts a new one; times stay absolute."""
+        res = self.result()
+        seg = None
+        if res.text:
+            start = res.words[0].start if res.words else res.tokens[0].start
+            end = res.words[-1].end if res.words else res.tokens[-1].start
+            seg = Segment(start=start, end=end, text=res.text, words=res.words, tokens=res.tokens)
+        self._rec.start_new_utterance(self._state)
+        self._utterance_start_s = self.decoded_s
+        self._reported = []
+        return seg
+
+    # ----- clocks -----------------------------------------------------------------------------------
+    @property
+    def received_s(self) -> float:
+        return self._samples / self._sample_rate
+
+    @property
+    def decoded_s(self) -> float:
+        shift_s = self._rec.info.frame_shift_ms / 1000.0
+        return min(self._processed_frames * shift_s, self.received_s)
+
+    @property
+    def finished(self) -> bool:
+        return self._finished
+
+
+def detect_family(folder: Path) -> tuple[str, dict[str, str]]:
+    """(model_type, encoder metadata) of a model folder."""
+    encoders = sorted(folder.glob("encoder*.onnx"))
+    if not encoders:
+        raise ModelError(f"{folder}: no encoder*.onnx (a model folder holds encoder*.onnx and tokens.txt)")
+    meta = read_onnx_metadata(encoders[0])
+    model_type = meta.get("model_type", "")
+    if not model_type:
+        raise ModelError(f"{encoders[0]}: no model_type in the ONNX metadata; cannot tell the model family")
+    return model_type, meta
+
+
+def resolve_model_folder(model: str | Path | None) -> Path:
+    """A model folder from a path or a registry name (streamcli.registry), None = shipped default."""
+    if model is not None and Path(model).expanduser().is_dir():
+        folder = Path(model).expanduser()
+        if not (folder / "tokens.txt").is_file():
+            raise ModelError(f"{folder}: not a model folder (no tokens.txt)")
+        return folder
+    from streamcli import registry
+
+    return Path(registry.resolve_model(model))
+
+
+def create_recognizer(config: RecognizerConfig | None = None, **overrides: Any) -> Recognizer:
+    """Builds the recognizer for the model folder's family (zipformer transducer or wctc)."""
+    if config is None:
+        config = RecognizerConfig(**overrides)
+    elif overrides:
+        raise ValueError("pass either a RecognizerConfig or keyword overrides, not both")
+    config.validate()
+    folder = resolve_model_folder(config.model)
+    model_type, meta = detect_family(folder)
+    if model_type in ("zipformer", "zipformer2"):
+        from streamcli.zipformer import ZipformerTransducer
+
+        return ZipformerTransducer(config, folder, meta)
+    if model_type == "wctc":
+        from streamcli import wctc
+
+        return wctc.WctcRecognizer(config, folder, meta)
+    raise ModelError(
+        f"{folder}: unsupported model_type {model_type!r} (supported: zipformer, zipformer2, wctc)"
+    )
