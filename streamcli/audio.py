@@ -234,6 +234,9 @@ def _open_file(path: Path, name: str) -> tuple[sf.SoundFile, AudioInfo]:
         raise AudioError(f"{name}: permission denied")
     if path.stat().st_size == 0:
         raise AudioError(f"{name}: empty file")
+    mp3_cut = _mp3_truncation(path)
+    if mp3_cut:
+        raise AudioError(f"{name}: truncated file ({mp3_cut})")
     try:
         handle = sf.SoundFile(str(path))
     except sf.LibsndfileError as exc:
@@ -259,6 +262,38 @@ def _open_file(path: Path, name: str) -> tuple[sf.SoundFile, AudioInfo]:
         handle.close()
         raise AudioError(f"{name}: truncated file ({truncation})")
     return handle, info
+
+
+def _mp3_truncation(path: Path) -> str | None:
+    """A cut MP3 decodes to its full announced length (zero-padded), so check its Xing/Info header:
+    the byte count it announces against what the file holds. MP3s without that header cannot tell."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(16384)
+    except OSError:
+        return None
+    offset = 0
+    if head[:3] == b"ID3" and len(head) >= 10:  # skip an ID3v2 tag (syncsafe size)
+        size = (head[6] << 21) | (head[7] << 14) | (head[8] << 7) | head[9]
+        offset = 10 + size + (10 if head[5] & 0x10 else 0)
+        with open(path, "rb") as handle:
+            handle.seek(offset)
+            head = handle.read(16384)
+    if len(head) < 4 or head[0] != 0xFF or (head[1] & 0xE0) != 0xE0:
+        return None  # not an MPEG audio frame
+    tag_at = max(head.find(b"Xing", 0, 200), head.find(b"Info", 0, 200))
+    if tag_at < 0 or len(head) < tag_at + 16:
+        return None
+    flags = struct.unpack(">I", head[tag_at + 4 : tag_at + 8])[0]
+    field_at = tag_at + 8 + (4 if flags & 1 else 0)
+    if not flags & 2 or len(head) < field_at + 4:
+        return None
+    announced = struct.unpack(">I", head[field_at : field_at + 4])[0]
+    present = path.stat().st_size - offset
+    # The announced count may or may not include trailing tags; only a real shortfall is a cut.
+    if announced > 0 and present < announced * 0.98:
+        return f"MP3 header announces {announced} bytes of audio, {present} present"
+    return None
 
 
 _WAV_DATA_LOG = re.compile(r"^data\s*:\s*(\d+)\s*\(should be (\d+)\)", re.MULTILINE)

@@ -7,10 +7,10 @@ processing time T_proc. With a cache T_proc stays the same however long the stre
 encoder that re-encodes everything so far at each hop gets slower as the stream grows. This module
 measures both on real encoder calls:
 
-- T_proc per window (features of the hop + encoder call + search, wall clock) over long streams, with
-  separate streams advanced to each requested position (``lengths_s``) by real decoding, so the cache
-  state at 600 s is the real one; the positions are then measured round-robin so machine noise hits
-  every position alike;
+- T_proc per window (features of the hop + encoder call + search + endpoint check, wall clock) over
+  long streams, with separate streams advanced to each requested position (``lengths_s``) by real
+  decoding, so the cache state at 600 s is the real one; the positions are then measured
+  round-robin so machine noise hits every position alike;
 - the full-context baseline: the same ONNX file called with all frames so far as ``x`` and empty
   (0-length) caches (windowed-CTC models only);
 - K streams batched into one call (``Recognizer.decode_streams``), emission latency in a real-time
@@ -30,10 +30,14 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from streamcli.errors import DeviceError, ModelError, StreamcliError
+
+if TYPE_CHECKING:
+    from streamcli.recognizer import ModelInfo, Recognizer
 
 FRAME_MS = 10.0
 SAMPLE_RATE = 16000
@@ -166,7 +170,7 @@ class LengthPoint:
     seconds: float
     t_proc_ms_p50: float
     t_proc_ms_p95: float
-    t_proc_ms_min: float  # least disturbed by other processes: the intrinsic cost shows best here
+    t_proc_ms_min: float
     # The encoder call + search alone (the recognizer's own chunk timing): like for like with the
     # full-context baseline, which is one encoder call without features.
     t_encoder_ms_p50: float
@@ -209,7 +213,7 @@ class Accuracy:
     audio_seconds: float
     wer: float
     cer: float
-    rtf: float
+    rtf: float | None  # None when the manifest holds no audio
 
 
 @dataclass
@@ -255,7 +259,6 @@ class ConfigResult:
     audio: str | None = None
     per_length: list[LengthPoint] = field(default_factory=list)
     flatness_ratio: float | None = None  # T_proc p50 at the last position / at the first
-    flatness_ratio_min: float | None = None  # the same with the minimum (robust on a busy machine)
     full_context_growth: float | None = None
     streams: list[StreamsPoint] = field(default_factory=list)
     streams_keeping_up: int | None = None
@@ -275,20 +278,11 @@ def results_to_json(results: Iterable[ConfigResult]) -> list[dict]:
 
 
 def write_json(results: Iterable[ConfigResult], path: str | os.PathLike[str]) -> None:
-    """Atomic write (tmp file in the same folder + os.replace)."""
-    write_atomic(Path(path), json.dumps(results_to_json(results), indent=2).encode() + b"\n")
+    """Atomic write (tmp file in the same folder + os.replace); creates the folder if needed."""
+    from streamcli.formats import write_atomic
 
-
-def write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(path, json.dumps(results_to_json(results), indent=2) + "\n")
 
 
 def peak_rss_mb() -> float:
@@ -379,7 +373,7 @@ class _TimedStream:
     (rule 3 closes an utterance at 20 s at the latest).
     """
 
-    def __init__(self, recognizer, reader: LoopedReader, hop_samples: int) -> None:
+    def __init__(self, recognizer: Recognizer, reader: LoopedReader, hop_samples: int) -> None:
         self.stream = recognizer.create_stream()
         self.reader = reader
         self.hop_samples = hop_samples
@@ -415,7 +409,7 @@ class _TimedStream:
 
 
 def measure_growth(
-    recognizer,
+    recognizer: Recognizer,
     audio: LoopedAudio,
     hop_frames: int,
     lengths_s: Sequence[float],
@@ -486,7 +480,7 @@ def measure_growth(
 
 
 def measure_streams(
-    recognizer,
+    recognizer: Recognizer,
     audio: LoopedAudio,
     hop_frames: int,
     max_streams: int,
@@ -544,7 +538,7 @@ def measure_streams(
 
 
 def measure_emission(
-    recognizer,
+    recognizer: Recognizer,
     audio: LoopedAudio,
     seconds: float,
     block_ms: float,
@@ -606,7 +600,7 @@ class FullContextEncoder:
     each other), which is what re-encoding the whole stream at each hop costs.
     """
 
-    def __init__(self, recognizer) -> None:
+    def __init__(self, recognizer: Recognizer) -> None:
         from streamcli.wctc import cache_shape
 
         self.session = recognizer.session
@@ -644,8 +638,12 @@ def measure_full_context(
     reps: int,
     budget_s: float,
     progress: ProgressFn = _no_progress,
-) -> list[tuple[float, int, int]]:
-    """(median ms, reps done, frames) per length; reps stop early once a length used up budget_s."""
+) -> list[tuple[float | None, int, int, str | None]]:
+    """(median ms, reps done, frames, failure) per length; reps stop early once a length used budget_s.
+
+    A call that fails (onnxruntime cannot allocate the N^2 attention, say) ends the baseline: that
+    length and the longer ones get the one-line reason instead of a number.
+    """
     longest = max(lengths_s)
     feats = compute_features(audio.take(0, int(longest * SAMPLE_RATE)))
     encoder.encode_ms(feats[: 20 * encoder.subsampling])  # warm-up
@@ -653,13 +651,22 @@ def measure_full_context(
     total = len(lengths_s) * reps
     done = 0
     progress("full-context baseline", done, total)
+    failure: str | None = None
     for length in lengths_s:
         frames = min(feats.shape[0], int(round(length * 1000.0 / FRAME_MS)))
         frames -= frames % encoder.subsampling
+        if failure is not None:
+            out.append((None, 0, frames, failure))
+            continue
         times: list[float] = []
         spent_s = 0.0
         for _ in range(reps):
-            times.append(encoder.encode_ms(feats[:frames]))
+            try:
+                times.append(encoder.encode_ms(feats[:frames]))
+            except Exception as exc:  # onnxruntime raises its own types (e.g. allocation failures)
+                text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                failure = f"baseline failed at {length:g} s: {text[:200]}"
+                break
             spent_s += times[-1] / 1000.0
             done += 1
             progress("full-context baseline", done, total)
@@ -667,7 +674,10 @@ def measure_full_context(
                 break
         done = min(total, done + reps - len(times))
         progress("full-context baseline", done, total)
-        out.append((float(np.median(times)), len(times), frames))
+        if failure is not None:
+            out.append((None, 0, frames, failure))
+        else:
+            out.append((float(np.median(times)), len(times), frames, None))
     return out
 
 
@@ -706,7 +716,7 @@ def read_manifest(path: str | os.PathLike[str]) -> list[tuple[str, Path, str]]:
     return rows
 
 
-def decode_whole(recognizer, samples: np.ndarray, hop_samples: int) -> str:
+def decode_whole(recognizer: Recognizer, samples: np.ndarray, hop_samples: int) -> str:
     """Streams the samples hop by hop through a fresh stream, flushes, returns the text."""
     stream = recognizer.create_stream()
     for start in range(0, samples.size, hop_samples):
@@ -720,7 +730,7 @@ def decode_whole(recognizer, samples: np.ndarray, hop_samples: int) -> str:
 
 
 def measure_accuracy(
-    recognizer,
+    recognizer: Recognizer,
     manifest: str,
     hop_frames: int,
     limit: int | None,
@@ -750,7 +760,7 @@ def measure_accuracy(
         audio_seconds=audio_s,
         wer=float(rates.wer),
         cer=float(rates.cer),
-        rtf=busy_s / audio_s if audio_s else float("nan"),
+        rtf=busy_s / audio_s if audio_s else None,
     )
 
 
@@ -767,7 +777,7 @@ def _zipformer_files(model_dir: Path, used: Sequence[str]) -> tuple[Path, Path, 
 
 
 def measure_peer(
-    recognizer,
+    recognizer: Recognizer,
     audio: LoopedAudio,
     seconds: float,
     threads: int,
@@ -902,7 +912,7 @@ def plan_configs(
     return valid, skipped
 
 
-def model_window(info) -> tuple[int, int]:
+def model_window(info: ModelInfo) -> tuple[int, int]:
     """(W, O) in bench terms: W = O + hop, so hop = W - O holds for every family.
 
     wctc reports its W/O directly. A zipformer's ModelInfo gives its native chunk (shift_frames,
@@ -914,7 +924,9 @@ def model_window(info) -> tuple[int, int]:
     return int(info.overlap_frames) + int(info.shift_frames), int(info.overlap_frames)
 
 
-def _recognizer(model: str | None, device: str, threads: int, window: int | None, overlap: int | None):
+def _recognizer(
+    model: str | None, device: str, threads: int, window: int | None, overlap: int | None
+) -> Recognizer:
     from streamcli.recognizer import RecognizerConfig, create_recognizer
 
     cfg = RecognizerConfig(
@@ -940,6 +952,8 @@ def _skipped(model: str | None, device: str, family: str | None, w: int, o: int,
 
 def run_bench(config: BenchConfig, progress: ProgressFn = _no_progress) -> list[ConfigResult]:
     """Every (device, W, O) of the config; skipped configurations come back with their reason."""
+    if config.data is not None:
+        read_manifest(config.data)  # a bad manifest fails now, not after minutes of measuring
     results: list[ConfigResult] = []
     for device in config.devices:
         try:
@@ -982,7 +996,11 @@ def run_bench(config: BenchConfig, progress: ProgressFn = _no_progress) -> list[
 
 
 def measure_config(
-    recognizer, device: str, config: BenchConfig, audio: LoopedAudio, progress: ProgressFn = _no_progress
+    recognizer: Recognizer,
+    device: str,
+    config: BenchConfig,
+    audio: LoopedAudio,
+    progress: ProgressFn = _no_progress,
 ) -> ConfigResult:
     info = recognizer.info
     w, o = model_window(info)
@@ -1031,7 +1049,6 @@ def measure_config(
         per_length=points,
     )
     result.flatness_ratio = points[-1].t_proc_ms_p50 / points[0].t_proc_ms_p50
-    result.flatness_ratio_min = points[-1].t_proc_ms_min / points[0].t_proc_ms_min
     if info.device_notice:
         result.notes.append(info.device_notice)
     if info.family == WCTC_FAMILY and config.full_context:
@@ -1051,13 +1068,12 @@ def measure_config(
                 config.full_context_budget_s,
                 progress,
             )
-            for point, (ms, reps, frames) in zip(short, measured, strict=True):
-                point.full_context_ms_p50, point.full_context_reps, point.full_context_frames = (
-                    ms,
-                    reps,
-                    frames,
-                )
-            result.full_context_growth = measured[-1][0] / measured[0][0]
+            for point, (ms, reps, frames, failure) in zip(short, measured, strict=True):
+                point.full_context_ms_p50, point.full_context_reps = ms, reps
+                point.full_context_frames, point.full_context_note = frames, failure
+            done = [m[0] for m in measured if m[0] is not None]
+            if done:
+                result.full_context_growth = done[-1] / done[0]
             result.full_context_peak_rss_mb = peak_rss_mb()
         del encoder
     elif info.family != WCTC_FAMILY:
@@ -1092,7 +1108,11 @@ def measure_config(
 
 
 def plot_latency(results: Sequence[ConfigResult], path: str | os.PathLike[str]) -> None:
-    """Latency versus window: measured total p50/p95 and the waiting part, one line per overlap/device."""
+    """Latency versus window, one line per (device, overlap).
+
+    Left: total latency p50 (band to p95) with the waiting part as a dashed line. Right: the
+    processing part T_proc alone (p50, band to p95), which the total's scale would hide.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -1101,36 +1121,37 @@ def plot_latency(results: Sequence[ConfigResult], path: str | os.PathLike[str]) 
     ok = [r for r in results if r.ok]
     if not ok:
         raise ValueError("--plot: no measured configuration to plot")
-    fig, ax = plt.subplots(figsize=(7.5, 4.5), dpi=120)
+    fig, (ax, ax_proc) = plt.subplots(1, 2, figsize=(11, 4.5), dpi=120)
     groups: dict[tuple[str, int], list[ConfigResult]] = {}
     for r in ok:
         groups.setdefault((r.device, r.overlap_frames), []).append(r)
     for (device, overlap), rs in sorted(groups.items()):
         rs = sorted(rs, key=lambda r: r.window_frames)
         xs = [r.window_frames * FRAME_MS for r in rs]
-        (line,) = ax.plot(
-            xs, [r.total_ms["p50"] for r in rs], marker="o", label=f"{device} O={overlap}: total p50"
-        )
-        ax.fill_between(
-            xs,
-            [r.total_ms["p50"] for r in rs],
-            [r.total_ms["p95"] for r in rs],
-            color=line.get_color(),
-            alpha=0.15,
-        )
+        p50 = [r.total_ms["p50"] for r in rs]
+        (line,) = ax.plot(xs, p50, marker="o", label=f"{device} O={overlap}: total p50")
+        color = line.get_color()
+        ax.fill_between(xs, p50, [r.total_ms["p95"] for r in rs], color=color, alpha=0.15)
         ax.plot(
             xs,
             [r.t_wait_ms for r in rs],
             linestyle="--",
-            color=line.get_color(),
+            color=color,
             alpha=0.7,
             label=f"{device} O={overlap}: wait (hop x 10 ms)",
         )
+        proc50 = [r.t_proc_ms.p50 for r in rs]
+        ax_proc.plot(xs, proc50, marker="o", color=color, label=f"{device} O={overlap}")
+        ax_proc.fill_between(xs, proc50, [r.t_proc_ms.p95 for r in rs], color=color, alpha=0.15)
     ax.set_xlabel("window W (ms)")
     ax.set_ylabel("latency (ms)")
-    ax.set_title(f"{ok[0].model}: latency vs window (band = p50..p95)")
-    ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=7)
+    ax.set_title(f"{ok[0].model}: latency vs window (band p50..p95)")
+    ax_proc.set_xlabel("window W (ms)")
+    ax_proc.set_ylabel("T_proc per window (ms)")
+    ax_proc.set_title("processing per window (band p50..p95)")
+    for a in (ax, ax_proc):
+        a.grid(True, alpha=0.3)
+        a.legend(fontsize=7)
     fig.tight_layout()
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)

@@ -447,6 +447,8 @@ def _transcribe_all(
                 import json
 
                 text = json.dumps(to_dict(segments, name), ensure_ascii=False) + "\n"  # JSON Lines
+            elif several:  # srt/vtt documents one after the other, each under a header
+                text = f"==> {name} <==\n" + render(segments, fmt, file=name) + "\n"
             else:
                 text = render(segments, fmt, file=name)
             sys.stdout.write(text)

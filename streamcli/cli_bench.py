@@ -62,10 +62,11 @@ def _config_table(r: bench.ConfigResult) -> Table:
         )
     if r.accuracy is not None:
         a = r.accuracy
+        rtf = "-" if a.rtf is None else f"{a.rtf:.3f}"
         rows.append(
             (
                 f"accuracy ({a.utterances} utts, {a.audio_seconds / 60:.1f} min)",
-                f"WER {100 * a.wer:.2f}% / CER {100 * a.cer:.2f}% (RTF {a.rtf:.3f})",
+                f"WER {100 * a.wer:.2f}% / CER {100 * a.cer:.2f}% (RTF {rtf})",
             )
         )
     if r.streams_keeping_up is not None:
@@ -100,7 +101,11 @@ def _length_table(r: bench.ConfigResult) -> Table:
         if p.full_context_ms_p50 is not None:
             full, ratio = f"{p.full_context_ms_p50:.1f}", f"{p.full_context_ms_p50 / p.t_encoder_ms_p50:.1f}x"
         else:
-            full, ratio = ("-" if p.full_context_note is None else "not run"), "-"
+            note = p.full_context_note or ""
+            full, ratio = (
+                ("failed" if note.startswith("baseline failed") else "not run" if note else "-"),
+                "-",
+            )
         table.add_row(
             f"{p.seconds:g}",
             f"{p.t_proc_ms_p50:.2f}",
@@ -111,7 +116,7 @@ def _length_table(r: bench.ConfigResult) -> Table:
         )
     caption = (
         f"flatness {r.flatness_ratio:.2f} (p50 at {r.per_length[-1].seconds:g} s / at "
-        f"{r.per_length[0].seconds:g} s; {r.flatness_ratio_min:.2f} with the minimum)"
+        f"{r.per_length[0].seconds:g} s)"
     )
     if r.full_context_growth is not None:
         caption += f"; full context grows {r.full_context_growth:.1f}x"
@@ -207,6 +212,8 @@ def _show_results(results: list[bench.ConfigResult]) -> None:
     if len(ok) == 1:
         show(_config_table(ok[0]))
         show(_length_table(ok[0]))
+        for note in sorted({p.full_context_note for p in ok[0].per_length if p.full_context_note}):
+            show(Text(f"full-context baseline: {note}"))
     elif ok:
         show(_sweep_table(ok))
         show(_growth_sweep_table(ok))
@@ -227,6 +234,22 @@ def _show_results(results: list[bench.ConfigResult]) -> None:
             show(Text(f"{r.device}: RTF ours {r.peer.ours_rtf:.4f} / sherpa-onnx {r.peer.peer_rtf:.4f}"))
         if r.peer_error:
             show(Text(f"peer: {r.peer_error}"))
+
+
+def _run_with_progress(config: bench.BenchConfig) -> list[bench.ConfigResult]:
+    """A progress bar per phase on a terminal; piped output gets only the results."""
+    if not console.is_terminal:
+        return bench.run_bench(config)
+    columns = (TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=console, transient=True) as bar:
+        tasks: dict[str, int] = {}
+
+        def on_progress(label: str, completed: int, total: int) -> None:
+            if label not in tasks:
+                tasks[label] = bar.add_task(label, total=total)
+            bar.update(tasks[label], completed=completed, total=total)
+
+        return bench.run_bench(config, on_progress)
 
 
 def bench_command(
@@ -294,22 +317,7 @@ def bench_command(
             full_context_reps=full_context_reps,
             full_context_max_s=full_context_max_s,
         )
-        with Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            TaskProgressColumn(),
-            TimeElapsedColumn(),
-            console=console,
-            transient=True,
-        ) as bar:
-            tasks: dict[str, int] = {}
-
-            def on_progress(label: str, completed: int, total: int) -> None:
-                if label not in tasks:
-                    tasks[label] = bar.add_task(label, total=total)
-                bar.update(tasks[label], completed=completed, total=total)
-
-            results = bench.run_bench(config, on_progress)
+        results = _run_with_progress(config)
         _show_results(results)
         ok = [r for r in results if r.ok]
         if json_out is not None:

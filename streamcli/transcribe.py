@@ -41,13 +41,15 @@ class TranscriptionStats:
     provider: str = ""
     audio_s: float = 0.0  # seconds of audio fed to the recognizer so far
     elapsed_s: float = 0.0  # wall-clock seconds since the start
+    paced_s: float = 0.0  # of which spent waiting for the 1x pace (--realtime)
     chunk_times_ms: list[float] = field(default_factory=list)  # one entry per encoder call
     segments: int = 0
 
     @property
     def rtf(self) -> float:
-        """Real-time factor: processing time / audio time (< 1 is faster than real time)."""
-        return self.elapsed_s / self.audio_s if self.audio_s > 0 else 0.0
+        """Real-time factor: processing time (without --realtime waits) / audio time (< 1: faster)."""
+        busy_s = max(0.0, self.elapsed_s - self.paced_s)
+        return busy_s / self.audio_s if self.audio_s > 0 else 0.0
 
     def chunk_ms_percentile(self, q: float) -> float:
         return float(np.percentile(self.chunk_times_ms, q)) if self.chunk_times_ms else 0.0
@@ -122,6 +124,7 @@ def transcribe(
                 ahead_s = fed_samples / rate - (time.perf_counter() - start_wall)
                 if ahead_s > 0:
                     time.sleep(ahead_s)
+                    stats.paced_s += ahead_s
             stream.accept_waveform(rate, block)
             fed_samples += block.shape[0]
             stats.audio_s = fed_samples / rate

@@ -41,6 +41,7 @@ SUBSAMPLING = 4
 FEATURE_DIM = 80
 SAMPLE_RATE = 16000
 FRAME_SHIFT_MS = 10
+_DECODER_CACHE_SIZE = 2048  # contexts memoised (2048 x 512 floats = 4 MB at most)
 V1_STATE_KINDS = ("len", "avg", "key", "val", "val2", "conv1", "conv2")
 
 
@@ -182,6 +183,7 @@ class ZipformerTransducer(Recognizer):
             )
         self.blank_id = self.tokens.blank_id
         self.unk_id = self.tokens.unk_id
+        self._dec_cache: dict[tuple[int, ...], np.ndarray] = {}
         self._dec_in = self.decoder.get_inputs()[0].name
         self._dec_out = [self.decoder.get_outputs()[0].name]
         self._join_in = [i.name for i in self.joiner.get_inputs()]
@@ -241,7 +243,22 @@ class ZipformerTransducer(Recognizer):
 
     # ----- transducer nets (search.TransducerNets) ---------------------------------------------------
     def run_decoder(self, y: np.ndarray) -> np.ndarray:
-        return self.decoder.run(self._dec_out, {self._dec_in: y})[0]
+        """Decoder outputs for (M, context_size) contexts, memoised per context.
+
+        The decoder is a pure function of its last context_size tokens and common contexts recur
+        (" OF THE"), so a bounded memo saves most decoder calls; misses run as one batch.
+        """
+        cache = self._dec_cache
+        keys = [tuple(row) for row in y.tolist()]
+        rows = [cache.get(k) for k in keys]
+        missing = [i for i, r in enumerate(rows) if r is None]
+        if missing:
+            fresh = self.decoder.run(self._dec_out, {self._dec_in: y[missing]})[0]
+            if len(cache) + len(missing) > _DECODER_CACHE_SIZE:
+                cache.clear()  # simple bound; refills with the contexts in use
+            for i, row in zip(missing, fresh, strict=True):
+                rows[i] = cache[keys[i]] = row
+        return np.stack(rows)
 
     def run_joiner(self, encoder_out: np.ndarray, decoder_out: np.ndarray) -> np.ndarray:
         return self.joiner.run(

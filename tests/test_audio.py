@@ -221,7 +221,7 @@ def test_missing_directory_empty_and_non_audio(tmp_path):
         open_audio(tmp_path / "notes.wav")
 
 
-@pytest.mark.parametrize(("ext", "fmt"), [("wav", "WAV"), ("flac", "FLAC"), ("ogg", "OGG")])
+@pytest.mark.parametrize(("ext", "fmt"), [("wav", "WAV"), ("flac", "FLAC"), ("ogg", "OGG"), ("mp3", "MP3")])
 def test_truncated_files_are_reported(tmp_path, ext, fmt):
     rng = np.random.default_rng(1)
     path = tmp_path / f"full.{ext}"

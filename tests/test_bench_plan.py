@@ -223,3 +223,26 @@ def test_plot_without_matplotlib_is_one_line_before_any_work(monkeypatch, tmp_pa
     lines = [ln for ln in res.output.splitlines() if ln.strip()]
     assert lines == ["error: --plot needs matplotlib: pip install 'streamcli[plot]'"]
     assert not (tmp_path / "p.png").exists()
+
+
+def test_full_context_failure_becomes_a_note_for_that_and_longer_lengths():
+    class TooBig:
+        subsampling = 5
+
+        def __init__(self) -> None:
+            self.calls: list[int] = []
+
+        def encode_ms(self, features: np.ndarray) -> float:
+            self.calls.append(features.shape[0])
+            if features.shape[0] > 200:
+                raise RuntimeError("Failed to allocate memory for requested buffer of size 123\nmore")
+            return 2.0
+
+    audio = bench.LoopedAudio(bench.synthetic_speechlike(2.0), "noise")
+    enc = TooBig()
+    out = bench.measure_full_context(enc, audio, [1.0, 3.0, 5.0], reps=2, budget_s=10.0)
+    assert out[0] == (2.0, 2, 100, None)
+    reason = "baseline failed at 3 s: Failed to allocate memory for requested buffer of size 123"
+    assert out[1] == (None, 0, 300, reason)
+    assert out[2] == (None, 0, 500, reason)
+    assert 500 not in enc.calls  # nothing longer is tried after a failure

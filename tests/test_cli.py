@@ -180,6 +180,10 @@ def test_document_formats_go_to_stdout_without_o(model):
     result = run("transcribe", FLAC_16K, FLAC_16K_B, *model, "--format", "json")
     docs = [json.loads(line) for line in result.stdout.splitlines()]  # JSON Lines for several inputs
     assert [d["file"] for d in docs] == [str(FLAC_16K), str(FLAC_16K_B)]
+    result = run("transcribe", FLAC_16K, FLAC_16K_B, *model, "--format", "vtt")
+    parts = re.split(r"^==> (.+) <==\n", result.stdout, flags=re.MULTILINE)
+    assert parts[0] == "" and parts[1::2] == [str(FLAC_16K), str(FLAC_16K_B)]
+    assert all(doc.startswith("WEBVTT\n") and doc.endswith("\n\n") for doc in parts[2::2])
 
 
 def test_several_inputs_one_bad_others_written_exit_non_zero(model, bad_inputs, tmp_path):

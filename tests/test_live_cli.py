@@ -150,11 +150,14 @@ def test_missing_input_file_is_one_line(fake_model, tmp_path: Path):
     assert "Traceback" not in result.output
 
 
-def test_no_input_device(fake_model, monkeypatch):
+def test_no_input_device(fake_model, monkeypatch, tmp_path: Path):
     monkeypatch.setattr(lv, "list_input_devices", lambda: [])
-    result = runner.invoke(app, ["live"])
+    previous = tmp_path / "yesterday.srt"
+    previous.write_text("1\n00:00:00,000 --> 00:00:01,000\nkeep me\n\n")
+    result = runner.invoke(app, ["live", "-o", str(previous)])
     assert result.exit_code == 1
     assert result.stderr.strip().startswith("error: no audio input device found")
+    assert "keep me" in previous.read_text()  # the input failed before the output was opened
     result = runner.invoke(app, ["devices"])
     assert result.exit_code == 1 and "no audio input devices found" in result.stderr
 

@@ -267,14 +267,18 @@ def test_audio_server_dying_mid_stream_finalizes_then_fails(pulse, test_zipforme
                 proc.communicate()
     assert live.returncode == 1, err
     ours = [line for line in err.splitlines() if line.startswith("error:")]
-    assert len(ours) == 1 and "audio input 'pulse' went away" in ours[0], err
+    # PortAudio ends the stream when the server dies (went away); if it hung instead, the 5 s stall
+    # watchdog ends it (stopped delivering audio). Either way: one line, after finalizing.
+    assert len(ours) == 1 and re.search(
+        r"audio input 'pulse' (went away|stopped delivering audio)", ours[0]
+    ), err
     assert "Traceback" not in err
     # What was said before the server died was finalized, written and printed.
     rows = [json.loads(line) for line in (tmp_path / "live.jsonl").read_text().splitlines()]
     assert rows and sum(len(r["tokens"]) for r in rows) >= 20
     assert len([line for line in out.splitlines() if line.startswith("[")]) == len(rows)
     stats = json.loads((tmp_path / "live-stats.json").read_text())
-    assert stats["stop_reason"] == "device-lost"
+    assert stats["stop_reason"] in ("device-lost", "device-stalled")
     assert 4.0 < stats["audio_s"] < 11.0
 
 

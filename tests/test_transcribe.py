@@ -168,7 +168,28 @@ def test_realtime_paces_at_one_x(recognizer, tmp_path):
     list(transcribe(short, recognizer))
     fast_s = time.perf_counter() - t0
     t0 = time.perf_counter()
-    list(transcribe(short, recognizer, realtime=True))
+    stats = TranscriptionStats()
+    list(transcribe(short, recognizer, realtime=True, stats=stats))
     paced_s = time.perf_counter() - t0
     assert paced_s >= 1.4  # 1.5 s of audio, the last block enters at ~1.4 s
     assert fast_s < paced_s
+    # the RTF counts processing, not the waits for the 1x pace
+    assert stats.paced_s > 0.5 and stats.rtf < 0.8 * stats.elapsed_s / stats.audio_s
+
+
+def test_dev_set_sample_invariants(recognizer):
+    """Every 12th file of the dev set (all formats, rates and channel layouts in it) end to end."""
+    import csv
+
+    with open(DEV / "dev.tsv", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle, delimiter="\t"))
+    picked = rows[::12] + [r for r in rows if sf.info(DEV / r["path"]).channels > 1]
+    with_text = 0
+    for row in picked:
+        path = DEV / row["path"]
+        stats = TranscriptionStats()
+        segments = list(transcribe(path, recognizer, stats=stats))
+        check_invariants(segments, float(row["duration_seconds"]))
+        assert stats.audio_s == pytest.approx(float(row["duration_seconds"]), abs=0.02)
+        with_text += bool(segments)
+    assert with_text >= 0.9 * len(picked)

@@ -220,3 +220,13 @@ def test_v1_state_layout_errors(tmp_path):
 def test_zipformer_rejects_window_options(test_zipformer_dir):
     with pytest.raises(ValueError, match="wctc"):
         create_recognizer(RecognizerConfig(model=str(test_zipformer_dir), device="cpu", window_frames=200))
+
+
+def test_decoder_memo_matches_the_session(rec):
+    y = np.array([[-1, 0], [5, 7], [5, 7], [499, 3]], np.int64)
+    direct = rec.decoder.run(None, {"y": y})[0]
+    np.testing.assert_array_equal(rec.run_decoder(y), direct)
+    np.testing.assert_array_equal(rec.run_decoder(y[::-1].copy()), direct[::-1])  # now from the memo
+    assert (-1, 0) in rec._dec_cache
+    # -1 (no token yet) embeds to zeros: [-1, 0] differs from [0, 0]
+    assert np.abs(rec.run_decoder(np.array([[0, 0]], np.int64))[0] - direct[0]).max() > 1e-4
