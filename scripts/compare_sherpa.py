@@ -125,9 +125,9 @@ def compare(
 ) -> dict:
     """Decodes every file with both runtimes; see the module docstring.
 
-    ``concurrent=True`` (for tests) decodes with sherpa-onnx in a worker thread while streamcli runs
-    (both release the GIL inside onnxruntime), which halves the wall time on 2 cores; the times it
-    reports are then not a fair speed comparison, only the parity is.
+    ``concurrent=True`` (for tests) decodes with sherpa-onnx in a worker thread while streamcli runs,
+    so the two overlap where the GIL is released (onnxruntime calls); the times it reports are then
+    not a fair speed comparison, only the parity is.
     """
     from streamcli.endpoint import EndpointConfig
     from streamcli.recognizer import RecognizerConfig, create_recognizer

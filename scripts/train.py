@@ -266,7 +266,9 @@ def evaluate(
             x, lengths = collate([store.get(u, 1.0) for u in group])
             logits = model.forward_full(x.to(device), window[0], window[1], lengths=lengths.to(device)).cpu()
             for j, u in enumerate(group):
-                hyp = "".join(tokens[t] for t in greedy_ids(logits[j], int(lengths[j])))
+                hyp = "".join(
+                    tokens[t] for t in greedy_ids(logits[j], int(lengths[j]) * model.cfg.ctc_upsample)
+                )
                 hyp = " ".join(hyp.replace(WORD_BOUNDARY, " ").split())
                 ref = normalize_text(u.text)
                 words_err += edit_distance(ref.split(), hyp.split())
@@ -301,6 +303,7 @@ def main() -> None:
     ap.add_argument("--heads", type=int, default=4)
     ap.add_argument("--ff-dim", type=int, default=704)
     ap.add_argument("--conv-kernel", type=int, default=15)
+    ap.add_argument("--ctc-upsample", type=int, default=1, help="CTC frames per 50 ms encoder frame (1 or 2)")
     ap.add_argument("--dropout", type=float, default=0.1)
     ap.add_argument("--max-utterance-s", type=float, default=20.0)
     ap.add_argument("--checkpoint-minutes", type=float, default=5.0)
@@ -346,7 +349,11 @@ def main() -> None:
             continue
         frames = per_speed[max(speeds)].shape[0]
         repeats = sum(1 for a, b in zip(ids, ids[1:], strict=False) if a == b)
-        if not ids or frames > args.max_utterance_s * 100 or frames // SUBSAMPLING < len(ids) + repeats:
+        if (
+            not ids
+            or frames > args.max_utterance_s * 100
+            or frames // SUBSAMPLING * args.ctc_upsample < len(ids) + repeats
+        ):
             continue
         for s in speeds:
             data[s].append(per_speed[s])
@@ -368,6 +375,7 @@ def main() -> None:
             num_heads=args.heads,
             ff_dim=args.ff_dim,
             conv_kernel=args.conv_kernel,
+            ctc_upsample=args.ctc_upsample,
             vocab_size=len(tokens),
             dropout=args.dropout,
         )
@@ -436,7 +444,7 @@ def main() -> None:
             loss = ctc(
                 log_probs,
                 torch.cat(ys).to(device),
-                frame_lengths.to(device),
+                frame_lengths.to(device) * model.cfg.ctc_upsample,
                 torch.tensor([len(y) for y in ys], device=device),
             )
             opt.zero_grad()

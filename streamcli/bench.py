@@ -79,8 +79,8 @@ class BenchConfig:
     full_context_reps: int = 3
     # After the first rep at a length, further reps only while that length's total stays under this.
     full_context_budget_s: float = 15.0
-    # Full attention over N frames costs time and memory ~N^2: on the 6-layer d=144 development
-    # model 600 s took ~106 s and ~12 GB (120 s: 2.8 s, 0.5 GB), so longer positions are opt-in.
+    # Full attention over N frames costs time and memory ~N^2: with the 4-layer d=144 encoder 600 s
+    # took one 91 s call and ~11 GB (60 s: 1.3 s), so longer positions are opt-in.
     full_context_max_s: float = 120.0
 
     def __post_init__(self) -> None:
@@ -257,6 +257,7 @@ class ConfigResult:
     full_context_peak_rss_mb: float | None = None
     windows_measured: int = 0
     audio: str | None = None
+    model_files: list[str] = field(default_factory=list)  # the files really loaded (int8 or float)
     per_length: list[LengthPoint] = field(default_factory=list)
     flatness_ratio: float | None = None  # T_proc p50 at the last position / at the first
     full_context_growth: float | None = None
@@ -488,7 +489,10 @@ def measure_streams(
     warmup_windows: int,
     progress: ProgressFn = _no_progress,
 ) -> list[StreamsPoint]:
-    """Batch sizes 1, 2, 4, ... up to max_streams (and max_streams itself), one batched call per hop."""
+    """Batch sizes 1, 2, 4, ... up to max_streams (and max_streams itself), one batched call per hop.
+
+    Stops after the first size that does not keep up.
+    """
     hop_samples = int(round(hop_frames * FRAME_MS * SAMPLE_RATE / 1000.0))
     hop_ms = hop_samples * 1000.0 / SAMPLE_RATE
     sizes = sorted({2**k for k in range(max_streams.bit_length()) if 2**k <= max_streams} | {max_streams})
@@ -533,6 +537,8 @@ def measure_streams(
                 windows=len(measured),
             )
         )
+        if not points[-1].keeps_up:
+            break  # a bigger batch only takes longer: the sizes above cannot keep up either
     progress(label, total, total)
     return points
 
@@ -1046,6 +1052,7 @@ def measure_config(
         peak_rss_mb=rss_stream,
         windows_measured=len(all_times),
         audio=audio.source,
+        model_files=list(info.files),
         per_length=points,
     )
     result.flatness_ratio = points[-1].t_proc_ms_p50 / points[0].t_proc_ms_p50

@@ -51,6 +51,7 @@ def _config_table(r: bench.ConfigResult) -> Table:
         ("peak RSS (process, streaming)", f"{r.peak_rss_mb:.0f} MB"),
         ("windows measured", str(r.windows_measured)),
         ("audio", str(r.audio)),
+        ("model files", ", ".join(r.model_files)),
     ]
     if r.emission is not None:
         e = r.emission

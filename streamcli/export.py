@@ -7,7 +7,8 @@ The exported graph is one streaming step, `WctcModel.forward_chunk`:
            cache_value  (N, L, O/5, D)  float32  per-layer attention values of the same frames
            cache_conv   (N, L, D, K-1)  float32  per-layer left context of the causal depthwise conv
            cache_valid  (N, 1)          float32  how many of the O/5 cached frames are real (0 at start)
-  outputs  logits       (N, T/5, V)     float32  CTC logits (blank id 0)
+  outputs  logits       (N, T/5*u, V)   float32  CTC logits (blank id 0); u = ctc_upsample CTC frames
+                                                 per encoder frame (metadata; 1 or 2)
            new_cache_key, new_cache_value, new_cache_conv, new_cache_valid  (shapes as their inputs)
 
 N, T and O/5 are dynamic, so one file serves any window/overlap: the overlap is read from the cache
@@ -81,6 +82,7 @@ def build_metadata(
         "num_heads": str(cfg.num_heads),
         "conv_kernel": str(cfg.conv_kernel),
         "max_rel_distance": str(cfg.max_rel_distance),
+        "ctc_upsample": str(cfg.ctc_upsample),
         "num_parameters": str(count_parameters(model)),
         "cache_names": json.dumps(list(CACHE_NAMES)),
         "cache_shapes": json.dumps(cache_shapes(model)),

@@ -24,6 +24,9 @@ Model families plug in by subclassing :class:`Recognizer` and implementing four 
 - ``hypothesis(state)`` -> (token ids, absolute encoder frames) of the current utterance;
 - ``start_new_utterance(state)``: drop the utterance text, keep encoder state (and decoder context).
 
+Optional: ``chunk_ready(processed_frames, frames_ready)`` and ``frames_to_flush(num_frames)`` for a
+family whose readiness/tail rule differs from sherpa-onnx's (more than chunk_frames frames waiting).
+
 Families: ``zipformer``/``zipformer2`` transducers (:mod:`streamcli.zipformer`) and our windowed CTC
 encoder ``wctc`` (:mod:`streamcli.wctc`, imported lazily), chosen by the encoder's ``model_type``
 metadata. A family class is constructed as ``Family(config, folder, metadata)`` where ``metadata``
@@ -155,6 +158,14 @@ class Recognizer(ABC):
     def start_new_utterance(self, state: Any) -> None:
         """Forget the utterance's tokens, keep the encoder state (and decoder context)."""
 
+    def chunk_ready(self, processed_frames: int, frames_ready: int) -> bool:
+        """Whether the chunk starting at ``processed_frames`` can be decoded.
+
+        Default (sherpa-onnx's rule): more than chunk_frames frames wait. A family that can decode
+        with exactly chunk_frames frames overrides this together with frames_to_flush().
+        """
+        return processed_frames + self.info.chunk_frames < frames_ready
+
     def frames_to_flush(self, num_frames: int) -> int:
         """Total feature frames needed so that frame ``num_frames - 1`` gets decoded.
 
@@ -282,7 +293,7 @@ class Stream:
     # ----- decoding -------------------------------------------------------------------------------
     def is_ready(self) -> bool:
         """True when a full chunk of features (plus one frame, as sherpa-onnx) is waiting."""
-        return self._processed_frames + self._rec.info.chunk_frames < self._fbank.num_frames_ready
+        return self._rec.chunk_ready(self._processed_frames, self._fbank.num_frames_ready)
 
     def decode(self) -> list[Token]:
         """Decodes one chunk (if ready) and returns the tokens it added to the hypothesis."""

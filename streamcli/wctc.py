@@ -96,6 +96,8 @@ class WctcRecognizer(Recognizer):
             frame_shift_ms = int(metadata["frame_shift_ms"])
             vocab_size = int(metadata["vocab_size"])
             self.blank_id = int(metadata["blank_id"])
+            # CTC frames per encoder frame (2 = 25 ms CTC frames from 50 ms encoder frames).
+            self.ctc_upsample = int(metadata.get("ctc_upsample", "1"))
             default_window = int(metadata["window_frames"])
             default_overlap = int(metadata["overlap_frames"])
             self.cache_names: list[str] = list(json.loads(metadata["cache_names"]))
@@ -170,9 +172,12 @@ class WctcRecognizer(Recognizer):
         logits, new = self.run_encoder(np.ascontiguousarray(features, dtype=np.float32), caches)
         for i, s in enumerate(states):
             s.caches = {n: new[n][i : i + 1] for n in self.cache_names}
-            ids, frames, s.prev_token = ctc_greedy(logits[i], self.blank_id, s.prev_token, frame_offsets[i])
+            u = self.ctc_upsample
+            ids, frames, s.prev_token = ctc_greedy(
+                logits[i], self.blank_id, s.prev_token, frame_offsets[i] * u
+            )
             s.token_ids.extend(ids)
-            s.token_frames.extend(frames)
+            s.token_frames.extend(f // u for f in frames)  # times in encoder frames (50 ms)
 
     def hypothesis(self, state: WctcState) -> tuple[list[int], list[int]]:
         return state.token_ids, state.token_frames
@@ -184,7 +189,7 @@ class WctcRecognizer(Recognizer):
 
     # ----- whole-signal helpers (evaluation, timing) ------------------------------------------------
     def stream_features(self, features: np.ndarray) -> np.ndarray:
-        """Streams a whole (T, feature_dim) matrix hop by hop -> (ceil(T/5), V) logits.
+        """Streams a whole (T, feature_dim) matrix hop by hop -> (ceil(T/5) * ctc_upsample, V) logits.
 
         The last chunk may be shorter than the hop; a tail of fewer than 5 frames is padded with copies
         of the last frame (a partial encoder frame cannot be computed).

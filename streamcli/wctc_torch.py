@@ -46,6 +46,9 @@ class WctcConfig:
     max_rel_distance: int = 64
     vocab_size: int = 30
     dropout: float = 0.1
+    # CTC frames per 50 ms encoder frame: 2 gives 25 ms CTC frames, so fast speech (up to ~15
+    # characters/s) leaves room for blanks between letters; the encoder itself stays at 50 ms.
+    ctc_upsample: int = 1
 
     def to_dict(self) -> dict[str, float | int]:
         return asdict(self)
@@ -211,7 +214,12 @@ class WctcModel(nn.Module):
         )
         self.frontend_dropout = nn.Dropout(cfg.dropout)
         self.layers = nn.ModuleList([WctcLayer(cfg) for _ in range(cfg.num_layers)])
-        self.head = nn.Linear(cfg.d_model, cfg.vocab_size)
+        self.head = nn.Linear(cfg.d_model, cfg.vocab_size * cfg.ctc_upsample)
+
+    def _logits(self, h: torch.Tensor) -> torch.Tensor:
+        """(N, T', D) -> (N, T' * ctc_upsample, V): each encoder frame gives ctc_upsample CTC frames."""
+        y = self.head(h)
+        return y.reshape(y.shape[0], y.shape[1] * self.cfg.ctc_upsample, self.cfg.vocab_size)
 
     def _embed(self, x: torch.Tensor) -> torch.Tensor:
         """x (N, T, F) with T a multiple of 5 -> (N, T/5, D)."""
@@ -223,7 +231,7 @@ class WctcModel(nn.Module):
     def forward_full(
         self, x: torch.Tensor, window_frames: int, overlap_frames: int, lengths: torch.Tensor | None = None
     ) -> torch.Tensor:
-        """Reference: whole sequence (N, T, F), T a multiple of 5, block mask of W/O -> logits (N, T/5, V).
+        """Reference: whole sequence (N, T, F), T a multiple of 5, block mask of W/O -> (N, T/5*u, V) logits.
 
         `lengths` (N,) in encoder frames hides the padding of shorter batch rows from the attention
         (training batches); streaming a row alone equals its unpadded reference.
@@ -238,7 +246,7 @@ class WctcModel(nn.Module):
         pos = torch.arange(t, device=x.device)
         for layer in self.layers:
             h = layer.forward_full(h, mask, pos)
-        return self.head(h)
+        return self._logits(h)
 
     def initial_cache(self, batch: int, overlap_frames: int) -> dict[str, torch.Tensor]:
         """Zeros for a new stream; cache lengths in encoder frames = overlap_frames / 5."""
@@ -269,7 +277,7 @@ class WctcModel(nn.Module):
         cache_conv (N, L, D, K-1): per-layer left context of the causal depthwise convolution.
         cache_valid (N, 1): how many of the O' cached frames hold real frames (0 at stream start),
         as float so every cache has one dtype.
-        Returns logits (N, T/5, V) and the four new caches (same shapes).
+        Returns logits (N, T/5 * ctc_upsample, V) and the four new caches (same shapes).
         """
         h = self._embed(x)
         # Counts as (N, 1) float tensors derived from shapes so the ONNX graph keeps them dynamic.
@@ -289,7 +297,7 @@ class WctcModel(nn.Module):
             convs.append(c)
         new_valid = torch.minimum(cache_valid + chunk_n, overlap_n)
         return (
-            self.head(h),
+            self._logits(h),
             torch.stack(keys, dim=1),
             torch.stack(values, dim=1),
             torch.stack(convs, dim=1),
@@ -297,7 +305,7 @@ class WctcModel(nn.Module):
         )
 
     def stream(self, x: torch.Tensor, window_frames: int, overlap_frames: int) -> torch.Tensor:
-        """Runs forward_chunk over (N, T, F) hop by hop (last chunk may be shorter) -> (N, T/5, V)."""
+        """Runs forward_chunk over (N, T, F) hop by hop (last chunk may be shorter) -> logits."""
         hop, _ = check_window(window_frames, overlap_frames)
         hop_frames = hop * SUBSAMPLING
         cache = self.initial_cache(x.shape[0], overlap_frames)

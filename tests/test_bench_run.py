@@ -235,6 +235,7 @@ def test_cli_json_plot_and_tables(wctc_dir, tmp_path):
         assert d["t_wait_ms"] == d["hop_frames"] * 10
         assert d["total_ms"]["p50"] >= d["t_wait_ms"] and d["total_ms"]["p95"] >= d["total_ms"]["p50"]
         assert d["device"] == "cpu" and isinstance(d["keeps_up"], bool)
+        assert d["model_files"][0] == "encoder.onnx"  # the export wrote only the float file
         assert [p["seconds"] for p in d["per_length"]] == [1.0, 3.0]
         assert all(p["full_context_ms_p50"] > 0 for p in d["per_length"])
     assert out_png.read_bytes()[:4] == b"\x89PNG"
@@ -282,3 +283,33 @@ def test_cli_cuda_is_measured_or_explained_in_one_line(wctc_dir, tmp_path):
         )
         assert only.exit_code != 0 and "Traceback" not in only.output
         assert [ln for ln in only.output.splitlines() if ln.strip()][-1].startswith("error:")
+
+
+def test_real_subprocess_run_writes_json(wctc_dir, tmp_path):
+    out_json = tmp_path / "sub.json"
+    args = [
+        sys.executable,
+        "-m",
+        "streamcli",
+        "bench",
+        "--model",
+        str(wctc_dir),
+        "--device",
+        "cpu",
+        "--threads",
+        "1",
+        "--lengths",
+        "1,2",
+        "--windows-per-length",
+        "2",
+        "--realtime-seconds",
+        "0",
+        "--no-full-context",
+        "--json",
+        str(out_json),
+    ]
+    proc = subprocess.run(args, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "T_proc per window" in proc.stdout and proc.stderr == ""
+    (d,) = json.loads(out_json.read_text())
+    assert d["status"] == "ok" and d["hop_frames"] == 150 and d["windows_measured"] > 0

@@ -136,3 +136,44 @@ def test_eval_wer_missing_hypothesis_is_one_line_error(tmp_path, capsys) -> None
     assert eval_wer.main(["--data", str(ref), "--hyp", str(hyp)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error:") and "no hypothesis" in err and "\n" not in err
+
+
+def test_eval_wer_model_mode_matches_single_stream_decoding(test_zipformer_dir, tmp_path) -> None:
+    """Batched decoding in eval_wer gives the hypotheses a lone stream gives, and scores them."""
+    import csv
+    import json
+    from pathlib import Path
+
+    import soundfile as sf
+
+    from streamcli.recognizer import RecognizerConfig, create_recognizer
+
+    eval_wer = _load_eval_wer()
+    dev = Path(__file__).resolve().parents[2] / "shared" / "data" / "dev" / "dev.tsv"
+    with open(dev, newline="", encoding="utf-8") as f:
+        rows = sorted(csv.DictReader(f, delimiter="\t"), key=lambda r: float(r["duration_seconds"]))[:3]
+    manifest = tmp_path / "small.tsv"
+    manifest.write_text("id\tpath\tduration_seconds\ttranscript\n" + "".join(
+        f"{r['id']}\t{dev.parent / r['path']}\t{r['duration_seconds']}\t{r['transcript']}\n" for r in rows),
+        encoding="utf-8")
+    details = tmp_path / "details.tsv"
+    summary_path = tmp_path / "summary.json"
+    assert eval_wer.main(["--model", str(test_zipformer_dir), "--data", str(manifest), "--batch", "2",
+                          "--out-tsv", str(details), "--json", str(summary_path)]) == 0
+    recognizer = create_recognizer(RecognizerConfig(model=str(test_zipformer_dir), device="cpu"))
+    expected = {}
+    for r in rows:
+        samples, rate = sf.read(str(dev.parent / r["path"]), dtype="float32")
+        stream = recognizer.create_stream()
+        stream.accept_waveform(rate, samples)
+        stream.input_finished()
+        while stream.is_ready():
+            stream.decode()
+        expected[r["id"]] = stream.result().text
+    with open(details, newline="", encoding="utf-8") as f:
+        got = {d["id"]: d["hypothesis"] for d in csv.DictReader(f, delimiter="\t")}
+    assert got == expected
+    summary = json.loads(summary_path.read_text())
+    rates = corpus_error_rates((r["transcript"], expected[r["id"]]) for r in rows)
+    assert summary["word_errors"] == rates.words.errors and summary["utterances"] == 3
+    assert summary["provider"] == "CPUExecutionProvider" and summary["audio_seconds"] > 0

@@ -230,3 +230,38 @@ def test_decoder_memo_matches_the_session(rec):
     assert (-1, 0) in rec._dec_cache
     # -1 (no token yet) embeds to zeros: [-1, 0] differs from [0, 0]
     assert np.abs(rec.run_decoder(np.array([[0, 0]], np.int64))[0] - direct[0]).max() > 1e-4
+
+
+@NEEDS_DEV
+def test_batched_beam_search_equals_single(test_zipformer_dir):
+    beam = create_recognizer(
+        RecognizerConfig(
+            model=str(test_zipformer_dir),
+            device="cpu",
+            threads=1,
+            decoding="beam",
+            beam=3,
+            endpoint=EndpointConfig(enabled=False),
+        )
+    )
+    audio = [load_16k(p) for p in dev_files()[3:6]]
+    single = [_decode(beam, a) for a in audio]
+    streams = [beam.create_stream() for _ in audio]
+    for s, a in zip(streams, audio, strict=True):
+        s.accept_waveform(16000, a)
+        s.input_finished()
+    while any(s.is_ready() for s in streams):
+        beam.decode_streams(streams)
+    assert [[(t.id, t.start) for t in s.result().tokens] for s in streams] == single
+    assert all(single)
+
+
+def test_test_model_is_reproducible(test_zipformer_dir, tmp_path):
+    from conftest import _load_maker
+
+    maker = _load_maker()
+    maker.make_test_zipformer(tmp_path / "again", seed=0)
+    maker.make_test_zipformer(tmp_path / "other", seed=1)
+    for name in ("encoder.onnx", "decoder.onnx", "joiner.onnx"):
+        assert (tmp_path / "again" / name).read_bytes() == (test_zipformer_dir / name).read_bytes()
+        assert (tmp_path / "other" / name).read_bytes() != (test_zipformer_dir / name).read_bytes()
