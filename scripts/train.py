@@ -171,7 +171,11 @@ def noise_fbanks(rng: np.random.Generator, frames: int = 3000) -> list[np.ndarra
 
 
 def augment(
-    feats: np.ndarray, rng: np.random.Generator, noises: list[np.ndarray], noise_prob: float
+    feats: np.ndarray,
+    rng: np.random.Generator,
+    noises: list[np.ndarray],
+    noise_prob: float,
+    specaugment: bool = True,
 ) -> np.ndarray:
     x = feats.copy()
     if noises and rng.random() < noise_prob:
@@ -185,6 +189,8 @@ def augment(
         snr_db = rng.uniform(5.0, 30.0)
         shift = speech_level - seg.mean() - snr_db * math.log(10) / 10.0
         x = np.logaddexp(x, seg + shift).astype(np.float32)
+    if not specaugment:
+        return x
     # SpecAugment: 2 frequency masks (<= 15 bins), time masks covering up to ~10% of frames.
     mean_value = float(x.mean())
     for _ in range(2):
@@ -304,10 +310,21 @@ def main() -> None:
     ap.add_argument("--ff-dim", type=int, default=704)
     ap.add_argument("--conv-kernel", type=int, default=15)
     ap.add_argument("--ctc-upsample", type=int, default=1, help="CTC frames per 50 ms encoder frame (1 or 2)")
-    ap.add_argument("--dropout", type=float, default=0.1)
+    ap.add_argument(
+        "--dropout",
+        type=float,
+        default=None,
+        help="dropout (default 0.1; with --resume: overrides the checkpoint's)",
+    )
     ap.add_argument("--max-utterance-s", type=float, default=20.0)
     ap.add_argument("--checkpoint-minutes", type=float, default=5.0)
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument(
+        "--restart-schedule",
+        action="store_true",
+        help="with --resume: the cosine lr decay starts anew from --lr over the remaining budget",
+    )
+    ap.add_argument("--specaugment", action=argparse.BooleanOptionalAction, default=True)
     ap.add_argument("--sortagrad", action=argparse.BooleanOptionalAction, default=True)
     args = ap.parse_args()
 
@@ -377,12 +394,17 @@ def main() -> None:
             conv_kernel=args.conv_kernel,
             ctc_upsample=args.ctc_upsample,
             vocab_size=len(tokens),
-            dropout=args.dropout,
+            dropout=0.1 if args.dropout is None else args.dropout,
         )
         model = WctcModel(cfg)
         all_feats = np.concatenate(data[speeds[0]][:2000])
         model.feat_mean.copy_(torch.from_numpy(all_feats.mean(axis=0)))
         model.feat_inv_std.copy_(torch.from_numpy(1.0 / (all_feats.std(axis=0) + 1e-5)))
+    if args.resume and args.dropout is not None:
+        model.cfg.dropout = args.dropout
+        for module in model.modules():
+            if isinstance(module, torch.nn.Dropout):
+                module.p = args.dropout
     model.to(device).train()
     print(f"parameters: {count_parameters(model)}  config: {json.dumps(model.cfg.to_dict())}", flush=True)
 
@@ -427,11 +449,14 @@ def main() -> None:
         loss_avg = None
         for batch in bar:
             speed = rng.choice(speeds)
-            feats = [augment(data[speed][i], rng_np, noises, args.noise_prob) for i in batch]
+            feats = [
+                augment(data[speed][i], rng_np, noises, args.noise_prob, args.specaugment) for i in batch
+            ]
             x, frame_lengths = collate(feats)
             ys = [torch.tensor(targets[i]) for i in batch]
             w, o = rng.choice(windows)
-            frac = min(1.0, elapsed() / budget_s)
+            sched_start = elapsed_before if args.restart_schedule else 0.0
+            frac = min(1.0, (elapsed() - sched_start) / max(1.0, budget_s - sched_start))
             lr = (
                 args.lr
                 * min(1.0, (step + 1) / args.warmup_steps)
