@@ -161,3 +161,25 @@ def test_recognizer_window_override_and_validation(exported):
             create_recognizer(RecognizerConfig(model=folder, device="cpu", window_frames=w, overlap_frames=o))
     with pytest.raises(ValueError):
         create_recognizer(RecognizerConfig(model=folder, device="cpu", decoding="beam"))
+
+
+def test_export_command(tmp_path):
+    from typer.testing import CliRunner
+
+    from streamcli.cli import app
+
+    runner = CliRunner()
+    bad = runner.invoke(app, ["export", "--window", "100", "--overlap", "22", "--out", str(tmp_path / "a")])
+    assert bad.exit_code == 2
+    assert "multiples of 5" in bad.output and "Traceback" not in bad.output
+    no_ckpt = runner.invoke(
+        app, ["export", "--window", "100", "--overlap", "25", "--out", str(tmp_path / "b")]
+    )
+    assert no_ckpt.exit_code == 2 and "--checkpoint" in no_ckpt.output
+    ok = runner.invoke(
+        app, ["export", "--window", "50", "--overlap", "0", "--out", str(tmp_path / "c"), "--random-init"]
+    )
+    assert ok.exit_code == 0, ok.output
+    meta = ort.InferenceSession(str(tmp_path / "c" / "encoder.onnx")).get_modelmeta().custom_metadata_map
+    assert (meta["window_frames"], meta["overlap_frames"], meta["model_type"]) == ("50", "0", "wctc")
+    assert (tmp_path / "c" / "tokens.txt").is_file()

@@ -17,6 +17,12 @@ from streamcli.recognizer import RecognizerConfig, create_recognizer
 REPO = Path(__file__).resolve().parent.parent
 SHIPPED = REPO / "models" / "streamcli-wctc-en-small"
 SENTENCE = "the quick brown fox jumps over the lazy dog"
+# Measured with the shipped model: CER 0.60 (W=100/O=25) and 0.58 (W=200/O=50) on this espeak-ng
+# sentence; an empty output scores 1.0 and a string of common letters ~0.8. A broken runtime or model
+# (wrong features, caches, token table) lands above the limit.
+CER_LIMIT = 0.72
+# Measured: 1 token on 3 s of digital silence.
+SILENCE_MAX_TOKENS = 2
 
 
 def test_shipped_folder_is_complete_and_small():
@@ -79,7 +85,7 @@ def test_shipped_model_transcribes_synthetic_speech(speech):
     res = _run(rec, samples, rate)
     duration_s = samples.size / rate
     starts = [t.start for t in res.tokens]
-    assert starts == sorted(starts) and 0 <= starts[0] and starts[-1] <= duration_s + 1.0
+    assert starts == sorted(starts) and starts[0] >= 0 and starts[-1] <= duration_s + 1.0
     assert all(w.start <= w.end for w in res.words)
     # Far from perfect (see MODEL_CARD.md), but clearly better than chance on the speech it was trained for.
     assert _cer(SENTENCE, res.text) < CER_LIMIT, res.text
