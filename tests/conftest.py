@@ -6,9 +6,9 @@ import importlib.util
 from pathlib import Path
 
 import pytest
+from paths import SHARED  # noqa: F401 (re-exported for fixtures)
 
 REPO = Path(__file__).resolve().parent.parent
-SHARED = REPO.parent / "shared"
 
 
 def _load_maker():

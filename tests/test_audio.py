@@ -5,11 +5,11 @@ from __future__ import annotations
 import io
 import math
 import struct
-from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
+from paths import SHARED, TEST_WAVS
 
 from streamcli.audio import (
     ResampleStream,
@@ -19,11 +19,6 @@ from streamcli.audio import (
     resample,
 )
 from streamcli.errors import AudioError
-
-SHARED = Path(__file__).resolve().parents[2] / "shared"
-if not SHARED.is_dir():
-    SHARED = Path("/work/shared")
-TEST_WAVS = SHARED / "models" / "sherpa-onnx-streaming-zipformer-en-2023-06-26-TESTDATA-ONLY" / "test_wavs"
 
 
 def tone(seconds: float, rate: int, freq_hz: float = 440.0, amplitude: float = 0.5) -> np.ndarray:

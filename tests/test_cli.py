@@ -12,13 +12,13 @@ import numpy as np
 import pytest
 import soundfile as sf
 from local_http_server import Server
+from paths import SHARED
 from rich.console import Console
 from typer.testing import CliRunner
 
 from streamcli import cli, registry
 from streamcli.registry import KnownModel, ModelFile
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
 DEV = SHARED / "data" / "dev"
 FLAC_16K = DEV / "librispeech/test-other/1688/1688-142285-0002.flac"
 FLAC_16K_B = DEV / "librispeech/test-other/1688/1688-142285-0003.flac"

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import numpy as np
 import soundfile as sf
+from paths import SHARED
 
 from streamcli.audio import read_audio
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
 DEV = SHARED / "data" / "dev"
 FLAC_A = DEV / "librispeech/test-other/1688/1688-142285-0002.flac"
 WAV_B = DEV / "ljspeech/LJ001-0008.wav"

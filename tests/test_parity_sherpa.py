@@ -10,9 +10,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from paths import SHARED
 
 REPO = Path(__file__).resolve().parent.parent
-SHARED = REPO.parent / "shared"
+
 sys.path.insert(0, str(REPO / "scripts"))
 from compare_sherpa import compare, dev_files  # noqa: E402
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from paths import SHARED
 
 from streamcli.endpoint import EndpointConfig
 from streamcli.errors import ModelError
@@ -15,7 +16,7 @@ from streamcli.recognizer import RecognizerConfig, create_recognizer
 from streamcli.results import Segment
 
 REPO = Path(__file__).resolve().parent.parent
-SHARED = REPO.parent / "shared"
+
 sys.path.insert(0, str(REPO / "scripts"))
 from compare_sherpa import load_16k  # noqa: E402
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+from paths import SHARED
 
 from streamcli.audio import read_audio
 from streamcli.endpoint import EndpointConfig
@@ -15,7 +16,6 @@ from streamcli.errors import AudioError
 from streamcli.recognizer import RecognizerConfig, create_recognizer
 from streamcli.transcribe import TranscriptionStats, transcribe
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
 DEV = SHARED / "data" / "dev"
 WAV_8K = (
     SHARED / "models" / "sherpa-onnx-streaming-zipformer-en-2023-06-26-TESTDATA-ONLY" / "test_wavs" / "8k.wav"

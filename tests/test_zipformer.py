@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+from paths import SHARED
 
 from streamcli.endpoint import EndpointConfig
 from streamcli.errors import ModelError
@@ -16,7 +17,7 @@ from streamcli.search import BeamState
 from streamcli.zipformer import v1_state_specs, v2_state_specs
 
 REPO = Path(__file__).resolve().parent.parent
-SHARED = REPO.parent / "shared"
+
 sys.path.insert(0, str(REPO / "scripts"))
 from compare_sherpa import dev_files, load_16k  # noqa: E402
 
