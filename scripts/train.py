@@ -39,6 +39,7 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from streamcli.features import compute_fbank  # noqa: E402
+from streamcli.metrics import corpus_error_rates  # noqa: E402
 from streamcli.wctc_torch import (  # noqa: E402
     SUBSAMPLING,
     WORD_BOUNDARY,
@@ -245,16 +246,6 @@ def greedy_ids(logits: torch.Tensor, length: int) -> list[int]:
     return out
 
 
-def edit_distance(a: list[str], b: list[str]) -> int:
-    prev = list(range(len(b) + 1))
-    for i, x in enumerate(a, 1):
-        cur = [i] + [0] * len(b)
-        for j, y in enumerate(b, 1):
-            cur[j] = min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (x != y))
-        prev = cur
-    return prev[-1]
-
-
 def evaluate(
     model: WctcModel,
     utts: list[Utterance],
@@ -265,7 +256,7 @@ def evaluate(
 ) -> tuple[float, float]:
     """(WER, CER) of streaming-equivalent greedy decoding (block mask of `window`)."""
     model.eval()
-    words_err = words_total = chars_err = chars_total = 0
+    pairs: list[tuple[str, str]] = []
     with torch.no_grad():
         for i in range(0, len(utts), 16):
             group = utts[i : i + 16]
@@ -276,13 +267,10 @@ def evaluate(
                     tokens[t] for t in greedy_ids(logits[j], int(lengths[j]) * model.cfg.ctc_upsample)
                 )
                 hyp = " ".join(hyp.replace(WORD_BOUNDARY, " ").split())
-                ref = normalize_text(u.text)
-                words_err += edit_distance(ref.split(), hyp.split())
-                words_total += len(ref.split())
-                chars_err += edit_distance(list(ref), list(hyp))
-                chars_total += len(ref)
+                pairs.append((normalize_text(u.text), hyp))
     model.train()
-    return words_err / max(1, words_total), chars_err / max(1, chars_total)
+    rates = corpus_error_rates(pairs)
+    return rates.wer, rates.cer
 
 
 def main() -> None:

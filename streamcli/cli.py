@@ -4,13 +4,15 @@ Shared helpers for the other CLI modules (cli_export, cli_live, cli_bench import
 
 - ``console`` / ``err_console``: Rich consoles on stdout / stderr (``console.is_terminal`` decides
   between the live view and plain lines).
-- ``MODEL_OPTION``, ``DEVICE_OPTION``, ``THREADS_OPTION``, ``BEAM_OPTION``, ``DEBUG_OPTION``: option
-  definitions, used as defaults: ``def cmd(model: str | None = MODEL_OPTION, debug: bool = DEBUG_OPTION)``.
+- ``MODEL_OPTION``, ``DEVICE_OPTION``, ``THREADS_OPTION``, ``BEAM_OPTION``, ``WINDOW_OPTION``,
+  ``OVERLAP_OPTION``, ``DEBUG_OPTION``: option definitions, used as defaults:
+  ``def cmd(model: str | None = MODEL_OPTION, debug: bool = DEBUG_OPTION)``.
 - ``run_command(body, debug=debug)``: runs ``body()`` and turns StreamcliError / ValueError / OSError
   (and any unexpected exception) into one ``error: ...`` line on stderr and a non-zero exit;
   ``--debug`` (on the command or before it: ``streamcli --debug CMD``) prints the traceback too.
 - ``fail(message, code=1)``: print one ``error: ...`` line and exit with ``code``.
-- ``load_recognizer(model, device, threads, beam=0, endpoint=None)``: resolves ``--model NAME|PATH``
+- ``load_recognizer(model, device, threads, beam=0, endpoint=None, window_frames=None,
+  overlap_frames=None)``: resolves ``--model NAME|PATH``
   through the registry, builds the recognizer and prints the device fallback notice, if any.
 - ``clock(seconds)``: ``MM:SS.ss`` (``H:MM:SS.ss`` past an hour) for ``[start → end]`` lines.
 """
@@ -79,6 +81,16 @@ BEAM_OPTION = typer.Option(
     0, "--beam", min=0, help="Modified beam search with N active paths (0: greedy search)."
 )
 DEBUG_OPTION = typer.Option(False, "--debug", help="Show the full traceback of errors.")
+WINDOW_OPTION = typer.Option(
+    None,
+    "--window",
+    help="Windowed models: window W in 10 ms frames (multiple of 5; default: the model's own).",
+)
+OVERLAP_OPTION = typer.Option(
+    None,
+    "--overlap",
+    help="Windowed models: overlap O in 10 ms frames, 0 <= O < W (default: the model's own).",
+)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -154,8 +166,11 @@ def load_recognizer(
     threads: int = 0,
     beam: int = 0,
     endpoint: EndpointConfig | None = None,
+    window_frames: int | None = None,
+    overlap_frames: int | None = None,
 ) -> Recognizer:
-    """``--model/--device/--threads/--beam`` -> a recognizer; prints the device fallback notice."""
+    """``--model/--device/--threads/--beam/--window/--overlap`` -> a recognizer; prints the device
+    fallback notice."""
     from streamcli.endpoint import EndpointConfig
     from streamcli.recognizer import RecognizerConfig, create_recognizer
     from streamcli.registry import resolve_model
@@ -167,6 +182,8 @@ def load_recognizer(
         threads=threads,
         decoding="modified_beam_search" if beam > 0 else "greedy",
         beam=beam if beam > 0 else 4,
+        window_frames=window_frames,
+        overlap_frames=overlap_frames,
         endpoint=endpoint if endpoint is not None else EndpointConfig(),
     )
     recognizer = create_recognizer(config)
@@ -353,6 +370,8 @@ def transcribe_command(
     device: str = DEVICE_OPTION,
     threads: int = THREADS_OPTION,
     beam: int = BEAM_OPTION,
+    window: int | None = WINDOW_OPTION,
+    overlap: int | None = OVERLAP_OPTION,
     fmt: str | None = typer.Option(
         None, "--format", "-f", help="txt, json, srt or vtt (default: from -o's extension, else txt)."
     ),
@@ -389,7 +408,9 @@ def transcribe_command(
             raise ValueError("- (stdin) can be given only once")
         out_format = _pick_format(fmt, output, len(inputs) > 1)
         targets = output_targets(inputs, output, out_format)
-        recognizer = load_recognizer(model, device, threads, beam, EndpointConfig(enabled=endpoint))
+        recognizer = load_recognizer(
+            model, device, threads, beam, EndpointConfig(enabled=endpoint), window, overlap
+        )
         failed = _transcribe_all(inputs, recognizer, out_format, targets, realtime, debug or _State.debug)
         if failed:
             fail(f"{failed} of {len(inputs)} inputs failed")

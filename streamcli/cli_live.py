@@ -14,7 +14,9 @@ from streamcli.cli import (
     DEBUG_OPTION,
     DEVICE_OPTION,
     MODEL_OPTION,
+    OVERLAP_OPTION,
     THREADS_OPTION,
+    WINDOW_OPTION,
     console,
     err_console,
     load_recognizer,
@@ -34,6 +36,8 @@ def live(
     device: str = DEVICE_OPTION,
     threads: int = THREADS_OPTION,
     beam: int = BEAM_OPTION,
+    window: int | None = WINDOW_OPTION,
+    overlap: int | None = OVERLAP_OPTION,
     input_device: Annotated[
         str | None,
         typer.Option(
@@ -128,7 +132,7 @@ def live(
         )
         if input_file is None:
             lv.import_sounddevice()  # PortAudio missing: say so before loading a model
-        recognizer = load_recognizer(model, device, threads, beam, endpoint)
+        recognizer = load_recognizer(model, device, threads, beam, endpoint, window, overlap)
         session = lv.LiveTranscriber(
             recognizer,
             input_device=input_device,

@@ -340,3 +340,24 @@ def test_models_info_of_a_folder(test_zipformer_dir):
     ):
         assert expected in out
     assert "cached_len_0" in out and "decode_chunk_len" in out
+
+
+def test_window_and_overlap_options_reach_the_windowed_model():
+    """The shipped windowed model runs at a requested W/O; a W/O it cannot use is one line, exit 2."""
+    common = ["--device", "cpu", "--threads", "1", "--format", "json"]
+    default = run("transcribe", FLAC_16K, *common)
+    wide = run("transcribe", FLAC_16K, *common, "--window", "200", "--overlap", "50")
+    assert default.exit_code == 0 and wide.exit_code == 0, (default.output, wide.output)
+    default_doc, wide_doc = json.loads(default.stdout), json.loads(wide.stdout)
+    assert wide_doc["text"], "the 200/50 window decoded nothing"
+    # A different window changes what the encoder sees, so token times or text differ somewhere.
+    assert default_doc["tokens"] != wide_doc["tokens"]
+    r = run("transcribe", FLAC_16K, *common, "--window", "203", "--overlap", "50")
+    assert_one_line_error(r, "multiple of 5", code=2)
+    r = run("transcribe", FLAC_16K, *common, "--window", "100", "--overlap", "100")
+    assert_one_line_error(r, "overlap", code=2)
+
+
+def test_window_option_is_refused_for_a_fixed_chunk_model(model):
+    r = run("transcribe", FLAC_16K, *model, "--window", "200", "--overlap", "50")
+    assert_one_line_error(r, "chunk is fixed at export", code=2)
