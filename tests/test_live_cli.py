@@ -30,8 +30,9 @@ runner = CliRunner()
 def fake_model(monkeypatch):
     made = []
 
-    def load(model, device="auto", threads=0, beam=0, endpoint=None):
+    def load(model, device="auto", threads=0, beam=0, endpoint=None, window_frames=None, overlap_frames=None):
         rec = FakeRecognizer(endpoint)
+        rec.requested_window = (window_frames, overlap_frames)
         made.append(rec)
         return rec
 
@@ -110,10 +111,15 @@ def test_live_duration_and_endpoint_options(fake_model, wav: Path, tmp_path: Pat
             "3",
             "--silence-from",
             "decoder",
+            "--window",
+            "200",
+            "--overlap",
+            "50",
             "--no-status",
         ],
     )
     assert result.exit_code == 0, result.output
+    assert fake_model[0].requested_window == (200, 50)
     cfg = fake_model[0].endpoint
     assert (cfg.rule1_min_trailing_silence_s, cfg.rule3_min_utterance_length_s, cfg.silence_from) == (
         3.0,
