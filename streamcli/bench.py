@@ -800,6 +800,10 @@ def measure_peer(
     samples = audio.take(0, int(seconds * SAMPLE_RATE))
     progress("peer sherpa-onnx", 0, 2)
 
+    # Our input_finished() pads the tail so the last words are decoded; sherpa-onnx leaves that to the
+    # caller, so its stream gets the same zeros and both decode the same input.
+    tail_samples = [0]
+
     def ours() -> tuple[float, str]:
         t0 = time.perf_counter()
         s = recognizer.create_stream()
@@ -807,6 +811,7 @@ def measure_peer(
         s.input_finished()
         while s.is_ready():
             s.decode()
+        tail_samples[0] = s.tail_padding_samples
         return time.perf_counter() - t0, s.result().text
 
     try:
@@ -828,6 +833,7 @@ def measure_peer(
         t0 = time.perf_counter()
         s = peer.create_stream()
         s.accept_waveform(SAMPLE_RATE, samples)
+        s.accept_waveform(SAMPLE_RATE, np.zeros(tail_samples[0], dtype=np.float32))
         s.input_finished()
         while peer.is_ready(s):
             peer.decode_stream(s)
