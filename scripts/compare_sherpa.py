@@ -65,9 +65,7 @@ def run_streamcli(recognizer, samples: np.ndarray) -> tuple[Decoded, int]:
     t0 = time.perf_counter()
     stream = recognizer.create_stream()
     stream.accept_waveform(SAMPLE_RATE, samples)
-    stream.input_finished()
-    while stream.is_ready():
-        stream.decode()
+    stream.finish()
     result = stream.result()
     elapsed = time.perf_counter() - t0
     tokens = [(t.text.replace("\u2581", " "), round(t.start, 3)) for t in result.tokens]

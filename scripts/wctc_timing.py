@@ -62,8 +62,7 @@ def main() -> None:
     block = 1600  # 100 ms blocks, as a live source would deliver them
     for start in range(0, audio.size, block):
         s.accept_waveform(16000, audio[start : start + block])
-        while s.is_ready():
-            s.decode()
+        s.decode_ready()
     hop_s = rec.info.shift_frames * rec.info.frame_shift_ms / 1000
     times = s.chunk_times_ms
     info = rec.info

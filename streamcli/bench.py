@@ -577,10 +577,7 @@ def measure_emission(
                 stream.reset()
         if b % 10 == 0:
             progress(label, b, n_blocks)
-    stream.input_finished()
-    after_end = 0
-    while stream.is_ready():
-        after_end += len(stream.decode())
+    after_end = len(stream.finish())
     progress(label, n_blocks, n_blocks)
     arr = np.asarray(latencies, dtype=np.float64)
     return EmissionLatency(
@@ -727,11 +724,8 @@ def decode_whole(recognizer: Recognizer, samples: np.ndarray, hop_samples: int) 
     stream = recognizer.create_stream()
     for start in range(0, samples.size, hop_samples):
         stream.accept_waveform(SAMPLE_RATE, samples[start : start + hop_samples])
-        while stream.is_ready():
-            stream.decode()
-    stream.input_finished()
-    while stream.is_ready():
-        stream.decode()
+        stream.decode_ready()
+    stream.finish()
     return stream.result().text
 
 
@@ -808,9 +802,7 @@ def measure_peer(
         t0 = time.perf_counter()
         s = recognizer.create_stream()
         s.accept_waveform(SAMPLE_RATE, samples)
-        s.input_finished()
-        while s.is_ready():
-            s.decode()
+        s.finish()
         tail_samples[0] = s.tail_padding_samples
         return time.perf_counter() - t0, s.result().text
 

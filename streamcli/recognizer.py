@@ -5,9 +5,7 @@
     s.accept_waveform(16000, samples)      # float32 mono in [-1, 1], any rate (resampled)
     while s.is_ready():
         s.decode()                         # one encoder call; returns the new tokens
-    s.input_finished()                     # pads the tail so the last words get decoded
-    while s.is_ready():
-        s.decode()
+    s.finish()                             # input_finished() (pads the tail) + decode_ready()
     print(s.result().text)
 
 The generic machinery lives here: online fbank, chunking (a chunk of ``chunk_frames`` feature frames
@@ -299,6 +297,18 @@ class Stream:
         """Decodes one chunk (if ready) and returns the tokens it added to the hypothesis."""
         self._rec.decode_streams([self])
         return self.new_tokens()
+
+    def decode_ready(self) -> list[Token]:
+        """Decodes every chunk that is waiting; returns the tokens they added."""
+        emitted: list[Token] = []
+        while self.is_ready():
+            emitted += self.decode()
+        return emitted
+
+    def finish(self) -> list[Token]:
+        """``input_finished()`` then ``decode_ready()``: decodes the rest of the stream."""
+        self.input_finished()
+        return self.decode_ready()
 
     def new_tokens(self) -> list[Token]:
         """Tokens of the hypothesis not returned before (beam search may revise the tail)."""

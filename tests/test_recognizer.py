@@ -53,6 +53,21 @@ def _run(stream, samples: np.ndarray, block: int | None = None, rate: int = 1600
     return emitted
 
 
+def test_decode_ready_and_finish_are_the_verb_loop(rec, speech):
+    """``decode_ready()`` / ``finish()`` emit exactly what the explicit is_ready/decode loop emits."""
+    samples = speech
+    explicit = _run(rec.create_stream(), samples, block=4000)
+    s = rec.create_stream()
+    helper: list = []
+    for i in range(0, samples.size, 4000):
+        s.accept_waveform(16000, samples[i : i + 4000])
+        helper += s.decode_ready()
+        assert not s.is_ready()
+    helper += s.finish()
+    assert explicit and helper == explicit
+    assert s.finish() == [] and not s.is_ready()
+
+
 @pytest.mark.parametrize(
     "kwargs, match",
     [
