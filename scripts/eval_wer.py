@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
 """WER/CER of a model on a TSV manifest, or of a hypothesis TSV against a reference TSV.
 
-Model mode streams every utterance through the streamcli library (create_recognizer ->
-create_stream -> accept_waveform -> decode), several streams batched per encoder call, with the
-model's own window/overlap unless --window/--overlap are given:
+Model mode streams every file through streamcli.transcribe.transcribe (the same driver, endpoints
+and second pass as `streamcli transcribe`), with the model's own window/overlap unless
+--window/--overlap are given; WER/CER are also reported per subset (librispeech/test-other, jfk, ...):
 
     python scripts/eval_wer.py --model models/NAME --data ../shared/data/dev/dev.tsv
     python scripts/eval_wer.py --model models/NAME --data /work/data/synth/heldout.tsv --limit 200
@@ -28,8 +28,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from streamcli.metrics import CorpusErrorRates, corpus_error_rates, word_edits  # noqa: E402
+from streamcli.metrics import CorpusErrorRates, corpus_error_rates, word_edits
 
 
 @dataclass(frozen=True)
@@ -85,53 +84,70 @@ def load_audio_16k(path: Path):
     return np.ascontiguousarray(samples, dtype=np.float32)
 
 
-def decode_with_model(rows: list[ManifestRow], model: str, *, device: str, threads: int, batch: int,
-                      window_frames: int | None, overlap_frames: int | None,
-                      ) -> tuple[dict[str, str], dict[str, object]]:
-    """Hypotheses by id, plus facts about the run (provider, seconds, real-time factor)."""
-    from streamcli.recognizer import RecognizerConfig, create_recognizer
+def decode_with_model(rows: list[ManifestRow], model: str, *, device: str, threads: int,
+                      window_frames: int | None, overlap_frames: int | None, rescore: bool | None,
+                      second_pass_frames: str = "teacher") -> tuple[dict[str, str], dict[str, object]]:
+    """Hypotheses by id (every file through streamcli.transcribe.transcribe, endpoints included, as a
+    user's `streamcli transcribe` would), plus facts about the run (provider, RTF, second-pass cost)."""
+    import numpy as np
 
-    kwargs: dict[str, object] = {"model": model, "device": device, "threads": threads}
-    if window_frames is not None:
-        kwargs["window_frames"] = window_frames
-    if overlap_frames is not None:
-        kwargs["overlap_frames"] = overlap_frames
-    recognizer = create_recognizer(RecognizerConfig(**kwargs))
+    from streamcli.recognizer import RecognizerConfig, create_recognizer
+    from streamcli.transcribe import TranscriptionStats, transcribe
+
+    recognizer = create_recognizer(RecognizerConfig(
+        model=model, device=device, threads=threads, window_frames=window_frames,
+        overlap_frames=overlap_frames, rescore=rescore, second_pass_frames=second_pass_frames))
     hypotheses: dict[str, str] = {}
     audio_s = 0.0
+    chunk_ms: list[float] = []
     start = time.perf_counter()
-    for first in range(0, len(rows), batch):
-        group = rows[first : first + batch]
-        streams = []
-        for row in group:
-            samples = load_audio_16k(row.audio_path)
-            audio_s += len(samples) / 16000
-            stream = recognizer.create_stream()
-            stream.accept_waveform(16000, samples)
-            stream.input_finished()
-            streams.append(stream)
-        while True:
-            ready = [s for s in streams if s.is_ready()]
-            if not ready:
-                break
-            recognizer.decode_streams(ready)
-        for row, stream in zip(group, streams, strict=True):
-            hypotheses[row.utt_id] = stream.result().text
+    for row in rows:
+        stats = TranscriptionStats()
+        segments = list(transcribe(str(row.audio_path), recognizer, stats=stats))
+        hypotheses[row.utt_id] = " ".join(seg.text for seg in segments)
+        audio_s += stats.audio_s
+        chunk_ms += stats.chunk_times_ms
         print(f"\r{len(hypotheses)}/{len(rows)} utterances", end="", file=sys.stderr, flush=True)
     print(file=sys.stderr)
     wall_s = time.perf_counter() - start
     info = recognizer.info
+    finals = list(getattr(recognizer, "final_times_ms", []))
     facts = {
         "model": str(model),
-        "family": getattr(info, "family", None),
-        "provider": getattr(info, "provider", None),
-        "window_frames": getattr(info, "window_frames", None),
-        "overlap_frames": getattr(info, "overlap_frames", None),
+        "family": info.family,
+        "provider": info.provider,
+        "second_pass": info.second_pass,
+        "window_frames": info.window_frames,
+        "overlap_frames": info.overlap_frames,
         "audio_seconds": round(audio_s, 3),
         "wall_seconds": round(wall_s, 3),
         "real_time_factor": round(wall_s / audio_s, 5) if audio_s else None,
+        "window_ms_p50": round(float(np.percentile(chunk_ms, 50)), 3) if chunk_ms else None,
+        "window_ms_p95": round(float(np.percentile(chunk_ms, 95)), 3) if chunk_ms else None,
+        "final_segments": len(finals),
+        "final_ms_p50": round(float(np.percentile(finals, 50)), 1) if finals else None,
+        "final_ms_p95": round(float(np.percentile(finals, 95)), 1) if finals else None,
+        "final_ms_per_audio_s": round(sum(finals) / audio_s, 2) if finals and audio_s else None,
     }
     return hypotheses, facts
+
+
+def subset_root(rows: list[ManifestRow], manifest: Path) -> Path:
+    """The manifest's folder when every file is below it, else the files' common folder."""
+    parents = [r.audio_path.resolve().parent for r in rows]
+    base = manifest.resolve().parent
+    if all(p.is_relative_to(base) for p in parents):
+        return base
+    return Path(os.path.commonpath([str(p) for p in parents]))
+
+
+def subset_of(row: ManifestRow, root: Path) -> str:
+    """Subset name: the first folder below ``root`` (librispeech: the first two, e.g.
+    librispeech/test-other)."""
+    parts = row.audio_path.resolve().relative_to(root).parts
+    if len(parts) < 2:
+        return "."
+    return "/".join(parts[:2]) if parts[0] == "librispeech" and len(parts) > 2 else parts[0]
 
 
 def score(rows: list[ManifestRow], hypotheses: dict[str, str]) -> CorpusErrorRates:
@@ -163,7 +179,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--limit", type=int, default=None, help="first N utterances only")
     parser.add_argument("--device", default="cpu", help="auto|cpu|cuda|cuda:N (default cpu)")
     parser.add_argument("--threads", type=int, default=0)
-    parser.add_argument("--batch", type=int, default=8, help="streams decoded together per call")
+    parser.add_argument("--rescore", action=argparse.BooleanOptionalAction, default=None,
+                        help="second pass on/off (default: on where the model has one)")
+    parser.add_argument("--second-pass-frames", default="teacher", help="teacher | student")
     parser.add_argument("--window", type=int, default=None, help="window frames W (wctc models)")
     parser.add_argument("--overlap", type=int, default=None, help="overlap frames O (wctc models)")
     parser.add_argument("--out-tsv", type=Path, default=None, help="per-utterance details")
@@ -173,8 +191,6 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.limit is not None and args.limit < 1:
             raise ValueError(f"--limit must be >= 1, got {args.limit}")
-        if args.batch < 1:
-            raise ValueError(f"--batch must be >= 1, got {args.batch}")
         rows = read_manifest(args.data, args.limit)
         facts: dict[str, object] = {}
         if args.hyp is not None:
@@ -182,9 +198,17 @@ def main(argv: list[str] | None = None) -> int:
             facts["hypotheses"] = str(args.hyp)
         else:
             hypotheses, facts = decode_with_model(
-                rows, args.model, device=args.device, threads=args.threads, batch=args.batch,
-                window_frames=args.window, overlap_frames=args.overlap)
+                rows, args.model, device=args.device, threads=args.threads, window_frames=args.window,
+                overlap_frames=args.overlap, rescore=args.rescore, second_pass_frames=args.second_pass_frames)
         rates = score(rows, hypotheses)
+        subsets: dict[str, list[ManifestRow]] = {}
+        root = subset_root(rows, args.data)
+        for r in rows:
+            subsets.setdefault(subset_of(r, root), []).append(r)
+        per_subset = {}
+        for name, group in sorted(subsets.items()):
+            sub = score(group, hypotheses)
+            per_subset[name] = {"utterances": sub.utterances, "wer": round(sub.wer, 5), "cer": round(sub.cer, 5)}
         if args.out_tsv is not None:
             write_details(args.out_tsv, rows, hypotheses)
     except Exception as exc:  # one line for the user; --debug for the traceback
@@ -203,12 +227,17 @@ def main(argv: list[str] | None = None) -> int:
         "deletions": rates.words.deletions,
         "insertions": rates.words.insertions,
         **facts,
+        "subsets": per_subset,
     }
     print(f"WER {100 * rates.wer:.2f}% ({rates.words.errors}/{rates.words.reference_length} words: "
           f"{rates.words.substitutions} sub, {rates.words.deletions} del, {rates.words.insertions} ins)  "
           f"CER {100 * rates.cer:.2f}%  on {rates.utterances} utterances of {args.data}")
+    for name, sub in per_subset.items():
+        print(f"  {name:28s} {sub['utterances']:4d} utt  WER {100 * sub['wer']:6.2f}%  CER {100 * sub['cer']:6.2f}%")
     if facts.get("real_time_factor") is not None:
-        print(f"provider {facts.get('provider')}, RTF {facts['real_time_factor']}")
+        print(f"provider {facts.get('provider')}, RTF {facts['real_time_factor']}, window p50/p95 "
+              f"{facts['window_ms_p50']}/{facts['window_ms_p95']} ms, second pass {facts.get('second_pass')}: "
+              f"{facts.get('final_segments')} finals, p50/p95 {facts.get('final_ms_p50')}/{facts.get('final_ms_p95')} ms")
     if args.json is not None:
         tmp = args.json.with_name(args.json.name + ".tmp")
         tmp.write_text(json.dumps(summary, indent=1) + "\n", encoding="utf-8")

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# One-command set-up on a fresh Debian/Ubuntu machine: system packages, then streamcli with its
-# test, training and plotting extras (editable, so the shipped models/ folder is found in place).
+# One-command set-up on a fresh Debian/Ubuntu machine: system packages, then a virtual environment
+# .venv/ holding streamcli with its test, training and plotting extras (editable, so the shipped
+# models/ folder is found in place). Tests then run with `.venv/bin/python -m pytest -q`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -20,9 +21,14 @@ if [ -n "$missing" ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends $missing
 fi
 
-PY="${PYTHON:-python3}"
+BASE_PY="${PYTHON:-python3}"
+VENV="${STREAMCLI_VENV:-.venv}"
+if [ ! -x "$VENV/bin/python" ]; then
+  "$BASE_PY" -m venv "$VENV"
+fi
+PY="$VENV/bin/python"
 # The CPU build of torch keeps the training extra small; a CUDA build can be installed instead by hand.
 "$PY" -m pip install -q --upgrade pip
 "$PY" -m pip install -q "torch==2.13.0"
 "$PY" -m pip install -q -e '.[test,train,plot]'
-echo "streamcli installed: $("$PY" -c 'import streamcli; print(streamcli.__version__)')"
+echo "streamcli installed in $VENV: $("$PY" -c 'import streamcli; print(streamcli.__version__)')"

@@ -19,8 +19,10 @@ yields no blocks.
 
 from __future__ import annotations
 
+import io
 import os
 import re
+import stat
 import struct
 import sys
 from collections.abc import Iterator
@@ -127,8 +129,21 @@ class AudioSource:
         self.block_s = block_s
         self._file: sf.SoundFile | None = None
         self._wav: _WavStream | None = None
+        self._stream_handle: BinaryIO | None = None
         if isinstance(source, (str, os.PathLike)) and os.fspath(source) == STDIN_NAME:
-            self._wav = _WavStream(stdin if stdin is not None else sys.stdin.buffer, STDIN_NAME)
+            self._wav = _WavStream(stdin if stdin is not None else _stdin_binary(), STDIN_NAME)
+            self.info = self._wav.info
+        elif isinstance(source, (str, os.PathLike)) and _is_stream_path(Path(source)):
+            # A FIFO, <(process substitution) or a device: no seeking, so only WAV, read as a stream.
+            try:
+                self._stream_handle = open(source, "rb")  # noqa: SIM115 (closed in close())
+            except OSError as exc:
+                raise AudioError(f"{source}: cannot open ({exc.strerror})") from None
+            try:
+                self._wav = _WavStream(self._stream_handle, str(source))
+            except BaseException:
+                self._stream_handle.close()
+                raise
             self.info = self._wav.info
         elif isinstance(source, (str, os.PathLike)):
             self._file, self.info = _open_file(Path(source), str(source))
@@ -152,6 +167,9 @@ class AudioSource:
         if self._file is not None:
             self._file.close()
             self._file = None
+        if self._stream_handle is not None:
+            self._stream_handle.close()
+            self._stream_handle = None
 
     def raw_blocks(self) -> Iterator[np.ndarray]:
         """(frames, channels) float32 blocks at the input rate, validated."""
@@ -316,7 +334,37 @@ def _truncation_in_log(handle: sf.SoundFile) -> str | None:
 
 
 # ---------------------------------------------------------------------------------------------------
+def _is_stream_path(path: Path) -> bool:
+    """An existing path that is neither a regular file nor a folder (pipe, character device, socket)."""
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return False
+    return not stat.S_ISREG(mode) and not stat.S_ISDIR(mode)
+
+
+def _stdin_binary() -> BinaryIO:
+    """The process's standard input as bytes; AudioError when it is closed (``<&-``)."""
+    stream = getattr(sys.stdin, "buffer", None)
+    if stream is None:
+        raise AudioError(f"{STDIN_NAME}: standard input is closed")
+    try:
+        fd = stream.fileno()
+    except io.UnsupportedOperation:
+        return stream  # an in-memory stand-in (tests, embedding): readable as it is
+    except ValueError:
+        raise AudioError(f"{STDIN_NAME}: standard input is closed") from None
+    try:
+        os.fstat(fd)
+    except OSError:
+        raise AudioError(f"{STDIN_NAME}: standard input is closed") from None
+    return stream
+
+
 # WAV streams (stdin): RIFF/WAVE with PCM 8/16/24/32-bit or IEEE float 32/64, read sequentially
+
+
+_MAX_FMT_BYTES = 1024
 
 
 class _WavStream:
@@ -338,7 +386,8 @@ class _WavStream:
         name = self._name
         riff = self._read_exact(12, "RIFF header")
         if riff[:4] not in (b"RIFF", b"RIFX") or riff[8:12] != b"WAVE":
-            hint = " (only WAV can be read from stdin)" if name == STDIN_NAME else ""
+            hint = (" (only WAV can be read from stdin)" if name == STDIN_NAME
+                    else " (only WAV can be read from a pipe or device)" if not os.path.isfile(name) else "")
             raise AudioError(f"{name}: not WAV data{hint}")
         if riff[:4] == b"RIFX":
             raise AudioError(f"{name}: big-endian RIFX WAV is not supported on a stream")
@@ -347,9 +396,10 @@ class _WavStream:
             chunk = self._read_exact(8, "chunk header")
             chunk_id, size = chunk[:4], struct.unpack("<I", chunk[4:])[0]
             if chunk_id == b"fmt ":
+                # A real fmt chunk is 16-40 bytes; a huge claimed size must not be buffered.
+                if size < 16 or size > _MAX_FMT_BYTES:
+                    raise AudioError(f"{name}: invalid WAV fmt chunk ({size} bytes)")
                 body = self._read_exact(size + (size & 1), "fmt chunk")
-                if size < 16:
-                    raise AudioError(f"{name}: invalid WAV fmt chunk")
                 tag, channels, rate, _, _, bits = struct.unpack("<HHIIHH", body[:16])
                 if tag == _WAVE_FORMAT_EXTENSIBLE and size >= 26:
                     tag = struct.unpack("<H", body[24:26])[0]

@@ -70,6 +70,7 @@ class BenchConfig:
     streams: int = 1
     realtime_s: float = 10.0
     realtime_block_ms: float = 20.0
+    second_pass_s: float = 60.0  # audio streamed through the two-pass recognizer for final latency
     audio: str | None = None
     data: str | None = None
     data_limit: int | None = None
@@ -214,6 +215,23 @@ class Accuracy:
     wer: float
     cer: float
     rtf: float | None  # None when the manifest holds no audio
+    # Two-pass models: ``wer``/``cer``/``rtf`` are the finals; these the streaming first pass alone.
+    first_pass_wer: float | None = None
+    first_pass_cer: float | None = None
+    first_pass_rtf: float | None = None
+
+
+@dataclass
+class SecondPass:
+    """Cost of the finals: time from the endpoint decision to the final text, per segment."""
+
+    audio_seconds: float
+    segments: int
+    final_ms_p50: float
+    final_ms_p95: float
+    final_ms_max: float
+    ms_per_segment_mean: float
+    ms_per_audio_s: float  # second-pass milliseconds per second of audio
 
 
 @dataclass
@@ -265,6 +283,7 @@ class ConfigResult:
     streams_keeping_up: int | None = None
     emission: EmissionLatency | None = None
     accuracy: Accuracy | None = None
+    second_pass: SecondPass | None = None
     peer: PeerComparison | None = None
     peer_error: str | None = None
     notes: list[str] = field(default_factory=list)
@@ -607,6 +626,7 @@ class FullContextEncoder:
         from streamcli.wctc import cache_shape
 
         self.session = recognizer.session
+        self.feature_type = recognizer.info.feature_type
         meta = self.session.get_modelmeta().custom_metadata_map
         try:
             self.subsampling = int(meta["subsampling"])
@@ -627,11 +647,11 @@ class FullContextEncoder:
         return (time.perf_counter() - t0) * 1000.0
 
 
-def compute_features(samples: np.ndarray) -> np.ndarray:
-    """(T, 80) fbank of the samples with the runtime's own online feature extractor."""
-    from streamcli.features import compute_fbank
+def compute_features(samples: np.ndarray, feature_type: str) -> np.ndarray:
+    """(T, 80) features of the samples with the runtime's own extractor for the model's feature type."""
+    from streamcli import features
 
-    return compute_fbank(samples, SAMPLE_RATE)
+    return features.compute_features(samples, feature_type, SAMPLE_RATE)
 
 
 def measure_full_context(
@@ -648,7 +668,7 @@ def measure_full_context(
     length and the longer ones get the one-line reason instead of a number.
     """
     longest = max(lengths_s)
-    feats = compute_features(audio.take(0, int(longest * SAMPLE_RATE)))
+    feats = compute_features(audio.take(0, int(longest * SAMPLE_RATE)), encoder.feature_type)
     encoder.encode_ms(feats[: 20 * encoder.subsampling])  # warm-up
     out = []
     total = len(lengths_s) * reps
@@ -719,14 +739,26 @@ def read_manifest(path: str | os.PathLike[str]) -> list[tuple[str, Path, str]]:
     return rows
 
 
-def decode_whole(recognizer: Recognizer, samples: np.ndarray, hop_samples: int) -> str:
-    """Streams the samples hop by hop through a fresh stream, flushes, returns the text."""
-    stream = recognizer.create_stream()
-    for start in range(0, samples.size, hop_samples):
-        stream.accept_waveform(SAMPLE_RATE, samples[start : start + hop_samples])
-        stream.decode_ready()
-    stream.finish()
-    return stream.result().text
+def _transcribe_rows(recognizer: Recognizer, rows: list[tuple[str, Path, str]], hop_frames: int,
+                     progress: ProgressFn, label: str) -> tuple[list[str], float, float]:
+    """(hypotheses, audio seconds, busy seconds): each file through streamcli.transcribe (the one
+    streaming driver: endpoints, resets and, for a two-pass model, the finals), fed hop by hop."""
+    from streamcli.audio import read_audio
+    from streamcli.transcribe import transcribe
+
+    hyps: list[str] = []
+    audio_s = busy_s = 0.0
+    block_s = hop_frames * FRAME_MS / 1000.0
+    progress(label, 0, len(rows))
+    for i, (_, path, _text) in enumerate(rows):
+        samples, _ = read_audio(path, target_rate=SAMPLE_RATE)
+        audio_s += samples.size / SAMPLE_RATE
+        t0 = time.perf_counter()
+        segments = transcribe(samples, recognizer, sample_rate=SAMPLE_RATE, block_s=block_s)
+        hyps.append(" ".join(seg.text for seg in segments))
+        busy_s += time.perf_counter() - t0
+        progress(label, i + 1, len(rows))
+    return hyps, audio_s, busy_s
 
 
 def measure_accuracy(
@@ -735,32 +767,59 @@ def measure_accuracy(
     hop_frames: int,
     limit: int | None,
     progress: ProgressFn = _no_progress,
+    first_pass: Recognizer | None = None,
 ) -> Accuracy:
-    from streamcli.audio import read_audio
+    """WER/CER of ``recognizer`` (the finals of a two-pass model) and, given ``first_pass`` (the same
+    model with rescoring off), of the streaming first pass alone."""
     from streamcli.metrics import corpus_error_rates
 
     rows = read_manifest(manifest)[:limit]
-    hop_samples = int(round(hop_frames * FRAME_MS * SAMPLE_RATE / 1000.0))
-    refs, hyps = [], []
-    audio_s = 0.0
-    busy_s = 0.0
-    progress("accuracy", 0, len(rows))
-    for i, (_, path, text) in enumerate(rows):
-        samples, _ = read_audio(path, target_rate=SAMPLE_RATE)
-        audio_s += samples.size / SAMPLE_RATE
-        t0 = time.perf_counter()
-        hyps.append(decode_whole(recognizer, samples, hop_samples))
-        busy_s += time.perf_counter() - t0
-        refs.append(text)
-        progress("accuracy", i + 1, len(rows))
+    refs = [text for _, _, text in rows]
+    hyps, audio_s, busy_s = _transcribe_rows(recognizer, rows, hop_frames, progress, "accuracy")
     rates = corpus_error_rates(zip(refs, hyps, strict=True))
-    return Accuracy(
+    result = Accuracy(
         manifest=str(manifest),
         utterances=len(rows),
         audio_seconds=audio_s,
         wer=float(rates.wer),
         cer=float(rates.cer),
         rtf=busy_s / audio_s if audio_s else None,
+    )
+    if first_pass is not None:
+        hyps, _, busy_s = _transcribe_rows(first_pass, rows, hop_frames, progress, "accuracy, first pass")
+        rates = corpus_error_rates(zip(refs, hyps, strict=True))
+        result.first_pass_wer, result.first_pass_cer = float(rates.wer), float(rates.cer)
+        result.first_pass_rtf = busy_s / audio_s if audio_s else None
+    return result
+
+
+def measure_second_pass(recognizer: Recognizer, audio: LoopedAudio, seconds: float,
+                        progress: ProgressFn = _no_progress) -> SecondPass | None:
+    """Streams ``seconds`` of the bench audio through the two-pass recognizer (hop-sized blocks, as
+    fast as possible) and reads the time of every final: endpoint decision -> final text."""
+    from streamcli.transcribe import transcribe
+
+    times = getattr(recognizer, "final_times_ms", None)
+    if times is None:
+        return None
+    start = len(times)
+    progress("second pass", 0, 1)
+    samples = audio.take(0, int(seconds * SAMPLE_RATE))
+    block_s = recognizer.info.shift_frames * FRAME_MS / 1000.0
+    for _ in transcribe(samples, recognizer, sample_rate=SAMPLE_RATE, block_s=block_s):
+        pass
+    progress("second pass", 1, 1)
+    finals = np.asarray(times[start:], dtype=float)
+    if finals.size == 0:
+        return None
+    return SecondPass(
+        audio_seconds=samples.size / SAMPLE_RATE,
+        segments=int(finals.size),
+        final_ms_p50=float(np.percentile(finals, 50)),
+        final_ms_p95=float(np.percentile(finals, 95)),
+        final_ms_max=float(finals.max()),
+        ms_per_segment_mean=float(finals.mean()),
+        ms_per_audio_s=float(finals.sum() / (samples.size / SAMPLE_RATE)),
     )
 
 
@@ -929,14 +988,24 @@ def model_window(info: ModelInfo) -> tuple[int, int]:
 
 
 def _recognizer(
-    model: str | None, device: str, threads: int, window: int | None, overlap: int | None
+    model: str | None, device: str, threads: int, window: int | None, overlap: int | None,
+    rescore: bool | None = False,
 ) -> Recognizer:
+    """The streaming measurements run the first pass alone (rescore=False): a final is not part of
+    any window's T_proc; the second pass is measured on its own (measure_second_pass)."""
     from streamcli.recognizer import RecognizerConfig, create_recognizer
 
     cfg = RecognizerConfig(
-        model=model, device=device, threads=threads, window_frames=window, overlap_frames=overlap
+        model=model, device=device, threads=threads, window_frames=window, overlap_frames=overlap,
+        rescore=rescore,
     )
     return create_recognizer(cfg)
+
+
+def _two_pass(model: str | None, device: str, threads: int, w: int, o: int) -> Recognizer | None:
+    """The same model with its second pass, or None when it has none."""
+    rec = _recognizer(model, device, threads, w, o, rescore=None)
+    return rec if rec.info.second_pass else None
 
 
 def _skipped(model: str | None, device: str, family: str | None, w: int, o: int, reason: str) -> ConfigResult:
@@ -1093,8 +1162,18 @@ def measure_config(
         result.emission = measure_emission(
             recognizer, audio, config.realtime_s, config.realtime_block_ms, progress
         )
+    two_pass = None
+    if info.family == WCTC_FAMILY:
+        two_pass = _two_pass(config.model, device, config.threads, int(info.window_frames),
+                             int(info.overlap_frames))
+    if two_pass is not None and config.second_pass_s > 0:
+        result.second_pass = measure_second_pass(two_pass, audio, config.second_pass_s, progress)
     if config.data is not None:
-        result.accuracy = measure_accuracy(recognizer, config.data, hop, config.data_limit, progress)
+        if two_pass is not None:
+            result.accuracy = measure_accuracy(two_pass, config.data, hop, config.data_limit, progress,
+                                               first_pass=recognizer)
+        else:
+            result.accuracy = measure_accuracy(recognizer, config.data, hop, config.data_limit, progress)
     if config.peer is not None:
         if info.family == WCTC_FAMILY:
             result.peer_error = "--peer sherpa-onnx compares zipformer models only (sherpa-onnx has no wctc)"

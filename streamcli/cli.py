@@ -19,7 +19,9 @@ Shared helpers for the other CLI modules (cli_export, cli_live, cli_bench import
 
 from __future__ import annotations
 
+import contextlib
 import glob
+import os
 import sys
 import time
 import traceback
@@ -84,12 +86,20 @@ DEBUG_OPTION = typer.Option(False, "--debug", help="Show the full traceback of e
 WINDOW_OPTION = typer.Option(
     None,
     "--window",
-    help="Windowed models: window W in 10 ms frames (multiple of 5; default: the model's own).",
+    help="Windowed models: window W in 10 ms frames (a multiple of the model's subsampling: 2 for the "
+    "default model, 5 for the older wctc one; default: the model's own).",
 )
 OVERLAP_OPTION = typer.Option(
     None,
     "--overlap",
     help="Windowed models: overlap O in 10 ms frames, 0 <= O < W (default: the model's own).",
+)
+RESCORE_OPTION = typer.Option(
+    None,
+    "--rescore/--no-rescore",
+    help="Two-pass models: Whisper's decoder writes each segment's final text (default: on where the "
+    "model has a second pass). --no-rescore prints the streaming first pass only.",
+    show_default=False,
 )
 
 
@@ -101,8 +111,13 @@ def _one_line(message: str) -> str:
     return " ".join(part.strip() for part in str(message).strip().splitlines() if part.strip())
 
 
+def safe_text(text: str) -> str:
+    """Printable text for any name: bytes of a non-UTF-8 file name (surrogate escapes) become U+FFFD."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
 def print_error(message: str) -> None:
-    err_console.print(Text("error: " + _one_line(message)), soft_wrap=True)
+    err_console.print(Text("error: " + safe_text(_one_line(message))), soft_wrap=True)
 
 
 def fail(message: str, code: int = 1) -> NoReturn:
@@ -168,9 +183,10 @@ def load_recognizer(
     endpoint: EndpointConfig | None = None,
     window_frames: int | None = None,
     overlap_frames: int | None = None,
+    rescore: bool | None = None,
 ) -> Recognizer:
-    """``--model/--device/--threads/--beam/--window/--overlap`` -> a recognizer; prints the device
-    fallback notice."""
+    """``--model/--device/--threads/--beam/--window/--overlap/--rescore`` -> a recognizer; prints the
+    device fallback notice."""
     from streamcli.endpoint import EndpointConfig
     from streamcli.recognizer import RecognizerConfig, create_recognizer
     from streamcli.registry import resolve_model
@@ -184,6 +200,7 @@ def load_recognizer(
         beam=beam if beam > 0 else 4,
         window_frames=window_frames,
         overlap_frames=overlap_frames,
+        rescore=rescore,
         endpoint=endpoint if endpoint is not None else EndpointConfig(),
     )
     recognizer = create_recognizer(config)
@@ -230,7 +247,7 @@ class PlainView:
 
     def start(self, name: str, stats: TranscriptionStats) -> None:
         if self.show_lines and self.header:
-            sys.stdout.write(f"==> {name} <==\n")
+            sys.stdout.write(f"==> {safe_text(name)} <==\n")
             sys.stdout.flush()
 
     def partial(self, result: Result) -> None:
@@ -264,7 +281,7 @@ class LiveView:
         self.stats = stats
         self._partial = ""
         if self.show_lines:
-            self.out.print(Text(f"{name}", style="bold"))
+            self.out.print(Text(safe_text(name), style="bold"))
         self._live = Live(self._render(), console=self.out, auto_refresh=False, transient=True)
         self._live.start()
 
@@ -315,12 +332,30 @@ def expand_inputs(files: list[str], files_from: Path | None = None) -> list[str]
         else:
             names.append(arg)
     if files_from is not None:
-        try:
-            lines = files_from.read_text(encoding="utf-8").splitlines()
-        except OSError as exc:
-            raise AudioError(f"{files_from}: cannot read the list of files ({exc.strerror})") from None
-        names.extend(s.strip() for s in lines if s.strip() and not s.lstrip().startswith("#"))
+        names.extend(read_file_list(files_from))
+    if len(names) > MAX_INPUTS:
+        raise ValueError(f"too many inputs ({len(names)}); at most {MAX_INPUTS} per run")
     return names
+
+
+MAX_INPUTS = 100_000
+MAX_LIST_BYTES = 16 * 1024 * 1024
+
+
+def read_file_list(path: Path) -> list[str]:
+    """``--files-from``: one name per line, ``#`` comments. Names are bytes decoded as the OS does
+    (non-UTF-8 names stay usable), and the list is bounded (16 MiB, MAX_INPUTS lines)."""
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read(MAX_LIST_BYTES + 1)
+    except OSError as exc:
+        raise AudioError(f"{path}: cannot read the list of files ({exc.strerror})") from None
+    if len(data) > MAX_LIST_BYTES:
+        raise ValueError(f"--files-from {path}: larger than {MAX_LIST_BYTES // (1024 * 1024)} MiB")
+    if b"\0" in data:
+        raise ValueError(f"--files-from {path}: not a text file (NUL bytes)")
+    lines = [os.fsdecode(line).strip() for line in data.splitlines()]
+    return [line for line in lines if line and not line.startswith("#")]
 
 
 def output_targets(inputs: list[str], output: Path | None, fmt: str) -> dict[int, Path]:
@@ -329,9 +364,9 @@ def output_targets(inputs: list[str], output: Path | None, fmt: str) -> dict[int
         return {}
     as_folder = len(inputs) > 1 or output.is_dir() or str(output).endswith(("/", "\\"))
     if not as_folder:
-        parent = output.parent if str(output.parent) else Path(".")
-        if not parent.is_dir():
-            raise ValueError(f"-o {output}: the folder {parent} does not exist")
+        problem = check_output(output, inputs)
+        if problem:
+            raise ValueError(f"-o {problem}")
         return {0: output}
     if output.exists() and not output.is_dir():
         raise ValueError(f"-o {output}: with several inputs -o names a folder, and this is a file")
@@ -349,11 +384,41 @@ def output_targets(inputs: list[str], output: Path | None, fmt: str) -> dict[int
     return targets
 
 
+def same_file(a: str | Path, b: str | Path) -> bool:
+    """Whether two names are (or resolve to) the same file; a missing output compares by resolved path."""
+    with contextlib.suppress(OSError):
+        if os.path.exists(a) and os.path.exists(b):
+            return os.path.samefile(a, b)
+    return os.path.realpath(a) == os.path.realpath(b)
+
+
+def check_output(target: Path, inputs: list[str]) -> str | None:
+    """Why ``target`` cannot be written (checked before any decoding), or None."""
+    for name in inputs:
+        if name != "-" and same_file(target, name):
+            return f"the output {target} is the input {name}; refusing to overwrite it"
+    if target.is_dir():
+        return f"cannot write {target}: it is a directory"
+    parent = target.parent if str(target.parent) else Path(".")
+    if not parent.is_dir():
+        return f"cannot write {target}: the folder {parent} does not exist"
+    if not os.access(parent, os.W_OK | os.X_OK):
+        return f"cannot write {target}: the folder {parent} is not writable"
+    if target.exists() and not os.access(target, os.W_OK) and not target.is_symlink():
+        return f"cannot write {target}: the file is read-only"
+    return None
+
+
 def _pick_format(fmt: str | None, output: Path | None, several: bool) -> str:
     from streamcli.formats import FORMATS
 
     if fmt is None:
         suffix = output.suffix.lstrip(".").lower() if output is not None and not several else ""
+        if suffix and suffix not in FORMATS and not (output is not None and output.is_dir()):
+            raise ValueError(
+                f"-o {output}: .{suffix} is not an output format ({', '.join(FORMATS)}); name the file "
+                "with one of those extensions, or give --format to write that name anyway"
+            )
         fmt = suffix if suffix in FORMATS else "txt"
     fmt = fmt.lower()
     if fmt not in FORMATS:
@@ -372,6 +437,7 @@ def transcribe_command(
     beam: int = BEAM_OPTION,
     window: int | None = WINDOW_OPTION,
     overlap: int | None = OVERLAP_OPTION,
+    rescore: bool | None = RESCORE_OPTION,
     fmt: str | None = typer.Option(
         None, "--format", "-f", help="txt, json, srt or vtt (default: from -o's extension, else txt)."
     ),
@@ -409,7 +475,7 @@ def transcribe_command(
         out_format = _pick_format(fmt, output, len(inputs) > 1)
         targets = output_targets(inputs, output, out_format)
         recognizer = load_recognizer(
-            model, device, threads, beam, EndpointConfig(enabled=endpoint), window, overlap
+            model, device, threads, beam, EndpointConfig(enabled=endpoint), window, overlap, rescore
         )
         failed = _transcribe_all(inputs, recognizer, out_format, targets, realtime, debug or _State.debug)
         if failed:
@@ -426,11 +492,10 @@ def _transcribe_all(
     realtime: bool,
     debug: bool = False,
 ) -> int:
-    from streamcli.formats import render, to_dict, write_atomic
+    from streamcli.formats import DocumentWriter, render, to_dict
     from streamcli.transcribe import TranscriptionStats, transcribe
 
     document_to_stdout = not targets and fmt != "txt"
-    keep_segments = bool(targets) or document_to_stdout
     several = len(inputs) > 1
     view: PlainView | LiveView
     if console.is_terminal:
@@ -441,37 +506,61 @@ def _transcribe_all(
     for index, name in enumerate(inputs):
         stats = TranscriptionStats()
         segments: list[Segment] = []
-        view.start(name, stats)
+        target = targets.get(index)
+        problem = check_output(target, inputs) if target is not None else None
+        if problem:
+            # Checked before decoding: a 3-hour file is not transcribed only to fail at the write.
+            print_error(problem)
+            failed += 1
+            continue
+        writer: DocumentWriter | None = None
         try:
+            if target is not None:
+                # Segments stream into the output's temp file: memory stays flat for any length.
+                writer = DocumentWriter(target, fmt, file=safe_text(name))
+            view.start(name, stats)
             for segment in transcribe(
                 name, recognizer, realtime=realtime, on_partial=view.partial, stats=stats
             ):
                 view.segment(segment)
-                if keep_segments:
+                if writer is not None:
+                    writer.add(segment)
+                elif document_to_stdout:
                     segments.append(segment)
+            view.finish(True)
+            if writer is not None:
+                writer.commit()
+                writer = None
         except AudioError as exc:
             # Reported and skipped: outputs of the other inputs are kept; the exit code says it failed.
             view.finish(False)
             _report(exc, str(exc), debug)
             failed += 1
             continue
+        except OSError as exc:
+            view.finish(False)
+            where = target if target is not None else name
+            _report(exc, f"cannot write {where}: {exc.strerror or exc}", debug)
+            failed += 1
+            continue
         except BaseException:
             view.finish(False)
             raise
-        view.finish(True)
-        if index in targets:
-            write_atomic(targets[index], render(segments, fmt, file=name))
+        finally:
+            if writer is not None:
+                writer.abort()
+        if target is not None:
             if console.is_terminal:
-                err_console.print(Text(f"wrote {targets[index]}"))
+                err_console.print(Text(f"wrote {safe_text(str(target))}"))
         elif document_to_stdout:
             if fmt == "json" and several:
                 import json
 
-                text = json.dumps(to_dict(segments, name), ensure_ascii=False) + "\n"  # JSON Lines
+                text = json.dumps(to_dict(segments, safe_text(name)), ensure_ascii=False) + "\n"  # JSON Lines
             elif several:  # srt/vtt documents one after the other, each under a header
-                text = f"==> {name} <==\n" + render(segments, fmt, file=name) + "\n"
+                text = f"==> {safe_text(name)} <==\n" + render(segments, fmt, file=safe_text(name)) + "\n"
             else:
-                text = render(segments, fmt, file=name)
+                text = render(segments, fmt, file=safe_text(name))
             sys.stdout.write(text)
             sys.stdout.flush()
     return failed
@@ -700,8 +789,45 @@ def _register_commands() -> None:
 _register_commands()
 
 
+def _click_exception_types() -> tuple[tuple[type[BaseException], ...], tuple[type[BaseException], ...]]:
+    """Click's UsageError/Abort classes: recent Typer releases carry their own copy of Click."""
+    usage: list[type[BaseException]] = []
+    abort: list[type[BaseException]] = []
+    for module_name in ("click.exceptions", "typer._click.exceptions"):
+        with contextlib.suppress(ImportError):
+            import importlib
+
+            module = importlib.import_module(module_name)
+            usage += [module.UsageError] if hasattr(module, "UsageError") else []
+            abort += [module.Abort] if hasattr(module, "Abort") else []
+    abort.append(KeyboardInterrupt)
+    return tuple(usage), tuple(abort)
+
+
+def _terminate(signum: int, frame: object) -> None:
+    # SIGTERM becomes an exception in the main thread, so cleanup runs as for Ctrl-C: temp files of
+    # unfinished outputs and partial downloads are removed, finished outputs stay.
+    raise SystemExit(128 + signum)
+
+
 def main() -> None:
-    app(prog_name="streamcli")
+    """The console script: Click's usage errors become one ``error:`` line (exit 2), as every other error."""
+    import signal
+
+    usage_errors, aborts = _click_exception_types()
+    with contextlib.suppress(ValueError):  # not the main thread (embedded use): leave signals alone
+        signal.signal(signal.SIGTERM, _terminate)
+    try:
+        code = app(prog_name="streamcli", standalone_mode=False)
+    except usage_errors as exc:
+        ctx = getattr(exc, "ctx", None)
+        hint = f" (see: {ctx.command_path} --help)" if ctx is not None else ""
+        print_error(exc.format_message() + hint)
+        sys.exit(2)
+    except aborts:
+        print_error("interrupted")
+        sys.exit(130)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

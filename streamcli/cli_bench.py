@@ -61,15 +61,29 @@ def _config_table(r: bench.ConfigResult) -> Table:
                 f"p50 {_ms(e.p50_ms)} / p95 {_ms(e.p95_ms)} ms over {e.tokens} tokens",
             )
         )
+    if r.second_pass is not None:
+        sp = r.second_pass
+        rows.append(
+            (
+                f"final latency after the endpoint ({sp.segments} segments, {sp.audio_seconds:g} s)",
+                f"p50 {sp.final_ms_p50:.0f} / p95 {sp.final_ms_p95:.0f} / max {sp.final_ms_max:.0f} ms; "
+                f"{sp.ms_per_audio_s:.0f} ms per audio second",
+            )
+        )
     if r.accuracy is not None:
         a = r.accuracy
         rtf = "-" if a.rtf is None else f"{a.rtf:.3f}"
+        label = "finals " if a.first_pass_wer is not None else ""
         rows.append(
             (
                 f"accuracy ({a.utterances} utts, {a.audio_seconds / 60:.1f} min)",
-                f"WER {100 * a.wer:.2f}% / CER {100 * a.cer:.2f}% (RTF {rtf})",
+                f"{label}WER {100 * a.wer:.2f}% / CER {100 * a.cer:.2f}% (RTF {rtf})",
             )
         )
+        if a.first_pass_wer is not None and a.first_pass_cer is not None:
+            rtf1 = "-" if a.first_pass_rtf is None else f"{a.first_pass_rtf:.3f}"
+            rows.append(("accuracy, first pass alone",
+                         f"WER {100 * a.first_pass_wer:.2f}% / CER {100 * a.first_pass_cer:.2f}% (RTF {rtf1})"))
     if r.streams_keeping_up is not None:
         rows.append(("streams keeping up (batched)", f"{r.streams_keeping_up} of {r.streams[-1].streams}"))
     if r.peer is not None:
@@ -269,6 +283,10 @@ def bench_command(
     realtime_seconds: float = typer.Option(
         10.0, "--realtime-seconds", help="Real-time paced run for emission latency (0 = skip)."
     ),
+    second_pass_seconds: float = typer.Option(
+        60.0, "--second-pass-seconds", min=0.0,
+        help="Two-pass models: audio streamed through both passes to time the finals (0 = skip).",
+    ),
     audio: Path | None = typer.Option(
         None, "--audio", help="Audio to time with (looped; default: test wavs)."
     ),
@@ -309,6 +327,7 @@ def bench_command(
             windows_per_length=windows_per_length,
             streams=streams,
             realtime_s=realtime_seconds,
+            second_pass_s=second_pass_seconds,
             audio=str(audio) if audio else None,
             data=str(data) if data else None,
             data_limit=data_limit,

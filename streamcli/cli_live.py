@@ -15,6 +15,7 @@ from streamcli.cli import (
     DEVICE_OPTION,
     MODEL_OPTION,
     OVERLAP_OPTION,
+    RESCORE_OPTION,
     THREADS_OPTION,
     WINDOW_OPTION,
     console,
@@ -38,6 +39,7 @@ def live(
     beam: int = BEAM_OPTION,
     window: int | None = WINDOW_OPTION,
     overlap: int | None = OVERLAP_OPTION,
+    rescore: bool | None = RESCORE_OPTION,
     input_device: Annotated[
         str | None,
         typer.Option(
@@ -132,7 +134,7 @@ def live(
         )
         if input_file is None:
             lv.import_sounddevice()  # PortAudio missing: say so before loading a model
-        recognizer = load_recognizer(model, device, threads, beam, endpoint, window, overlap)
+        recognizer = load_recognizer(model, device, threads, beam, endpoint, window, overlap, rescore)
         session = lv.LiveTranscriber(
             recognizer,
             input_device=input_device,

@@ -45,9 +45,12 @@ class OnlineFbank:
     def __init__(self, feature_dim: int = 80, sample_rate: int = SAMPLE_RATE_HZ) -> None:
         self.feature_dim = int(feature_dim)
         self.sample_rate = int(sample_rate)
-        self._fbank = knf.OnlineFbank(fbank_options(feature_dim, sample_rate))
+        self._fbank = self._make_extractor()
         self._first_kept = 0  # absolute index of the oldest frame still held
         self._finished = False
+
+    def _make_extractor(self):  # noqa: ANN202 (a kaldi_native_fbank online extractor)
+        return knf.OnlineFbank(fbank_options(self.feature_dim, self.sample_rate))
 
     @property
     def num_frames_ready(self) -> int:
@@ -87,7 +90,10 @@ class OnlineFbank:
         get = self._fbank.get_frame
         for i in range(count):
             out[i] = get(start + i)
-        return out
+        return self._transform(out)
+
+    def _transform(self, frames: np.ndarray) -> np.ndarray:
+        return frames
 
     def discard_before(self, frame: int) -> None:
         """Frees all frames with index < ``frame``."""
@@ -96,6 +102,71 @@ class OnlineFbank:
         if n > 0:
             self._fbank.pop(n)
             self._first_kept = frame
+
+
+class OnlineWhisperLogMel(OnlineFbank):
+    """Whisper's 80-bin mel power (400-sample Hann window, 10 ms hop) as log10, computed online.
+
+    Only log10(max(power, 1e-10)) here. Whisper's own normalisation (clamp to the utterance maximum
+    minus 8) needs the whole utterance, so the streaming models clamp to a fixed floor inside their
+    ONNX graph instead, and the second pass applies Whisper's rule per finished segment.
+    """
+
+    def _make_extractor(self):  # noqa: ANN202
+        if self.feature_dim != 80:
+            raise ValueError(f"Whisper log-mel has 80 bins, not {self.feature_dim}")
+        opts = knf.WhisperFeatureOptions()
+        opts.frame_opts.dither = 0.0
+        return knf.OnlineWhisperFbank(opts)
+
+    def _transform(self, frames: np.ndarray) -> np.ndarray:
+        np.log10(np.maximum(frames, 1e-10, out=frames), out=frames)
+        return frames
+
+
+FEATURE_TYPES: dict[str, type[OnlineFbank]] = {"kaldi_fbank": OnlineFbank, "whisper_log10_mel": OnlineWhisperLogMel}
+
+
+def feature_extractor(feature_type: str, feature_dim: int = 80, sample_rate: int = SAMPLE_RATE_HZ) -> OnlineFbank:
+    """The one place that maps a model's ``feature_type`` metadata to its online extractor."""
+    try:
+        cls = FEATURE_TYPES[feature_type]
+    except KeyError:
+        raise ValueError(f"unknown feature_type {feature_type!r} (known: {', '.join(FEATURE_TYPES)})") from None
+    return cls(feature_dim, sample_rate)
+
+
+def frames_covering(feature_type: str, num_samples: int) -> int:
+    """How many frames it takes for every one of ``num_samples`` samples to be inside some frame.
+
+    kaldi fbank (snip_edges=False): frames are centred on multiples of 10 ms, round(n / 160).
+    Whisper (snip_edges=True): frame k covers samples [160k, 160k + 400), so the last sample needs
+    ceil((n - 400) / 160) + 1 frames."""
+    shift = SAMPLE_RATE_HZ * FRAME_SHIFT_MS // 1000
+    if num_samples <= 0:
+        return 0
+    if feature_type == "whisper_log10_mel":
+        window = SAMPLE_RATE_HZ * FRAME_LENGTH_MS // 1000
+        return 1 + max(0, -(-(num_samples - window) // shift))
+    return (num_samples + shift // 2) // shift
+
+
+def samples_for_frames(feature_type: str, num_frames: int) -> int:
+    """Samples the extractor needs before it outputs ``num_frames`` frames (after input_finished())."""
+    shift = SAMPLE_RATE_HZ * FRAME_SHIFT_MS // 1000
+    if num_frames <= 0:
+        return 0
+    if feature_type == "whisper_log10_mel":
+        return SAMPLE_RATE_HZ * FRAME_LENGTH_MS // 1000 + (num_frames - 1) * shift
+    return num_frames * shift - shift // 2
+
+
+def compute_features(samples: np.ndarray, feature_type: str, sample_rate: int = SAMPLE_RATE_HZ) -> np.ndarray:
+    """Whole-signal features of either type: (num_frames, 80) float32."""
+    fb = feature_extractor(feature_type, 80, sample_rate)
+    fb.accept_waveform(samples)
+    fb.input_finished()
+    return fb.get_frames(0, fb.num_frames_ready)
 
 
 def compute_fbank(

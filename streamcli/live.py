@@ -29,8 +29,8 @@ from typing import Any, Protocol
 import numpy as np
 
 from streamcli.audio import ResampleStream, downmix, open_audio
-from streamcli.errors import AudioError, DeviceError
-from streamcli.formats import timestamp
+from streamcli.errors import AudioError, DeviceError, StreamcliError
+from streamcli.formats import VTT_HEADER, segment_record, srt_cue, token_records, vtt_cue, word_records
 from streamcli.results import Segment
 
 # How long the capture may go quiet (no callback at all) before the device counts as gone. Real
@@ -260,39 +260,60 @@ class FileInputStream:
         finished_callback: Callable[[], None] | None = None,
         **_ignored: Any,
     ) -> None:
+        self._audio = None
         if samples is None:
             if path is None:
                 raise ValueError("FileInputStream needs a path or samples")
-            samples, samplerate = _read_audio_file(Path(path))
+            # Streamed block by block while playing: a 3-hour file is never read into memory.
+            self._audio = open_audio(Path(path), block_s=0.02 if blocksize <= 0 else 1.0)
+            samplerate = self._audio.info.sample_rate
+            self._data = None
+            self.channels = int(self._audio.info.channels)
+        else:
+            data = np.asarray(samples, dtype=np.float32)
+            self._data = data[:, None] if data.ndim == 1 else data
+            self.channels = int(self._data.shape[1])
         if samplerate is None or samplerate <= 0:
             raise ValueError("FileInputStream needs a positive samplerate with samples")
         if speed < 0:
             raise ValueError(f"speed must be >= 0, got {speed}")
-        data = np.asarray(samples, dtype=np.float32)
-        self._data = data[:, None] if data.ndim == 1 else data
         self.samplerate = float(samplerate)
-        self.channels = int(self._data.shape[1])
         # 20 ms blocks unless told otherwise: the order of what a sound card delivers.
         self.blocksize = blocksize if blocksize > 0 else max(1, round(self.samplerate * 0.02))
+        if self._audio is not None:
+            self._audio.block_s = self.blocksize / self.samplerate
+        # A file is never dropped: the consumer's back-pressure slows it down instead (see
+        # LiveTranscriber._on_audio); only a real device can overflow.
+        self.blocking = True
         self.speed = speed
         self._callback = callback
         self._finished_callback = finished_callback
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.end_of_input = False
+        self.error: AudioError | None = None
 
     def start(self) -> None:
         if self._thread is None:
             self._thread = threading.Thread(target=self._run, name="streamcli-file-input", daemon=True)
             self._thread.start()
 
+    def _blocks(self) -> Iterator[np.ndarray]:
+        if self._data is not None:
+            for start in range(0, self._data.shape[0], self.blocksize):
+                yield self._data[start : start + self.blocksize]
+        else:
+            assert self._audio is not None
+            yield from self._audio.raw_blocks()
+
     def _run(self) -> None:
         start = time.monotonic()
         position = 0
-        total = self._data.shape[0]
+        completed = False
         try:
-            while position < total and not self._stop.is_set():
-                block = self._data[position : position + self.blocksize]
+            for block in self._blocks():
+                if self._stop.is_set():
+                    break
                 position += block.shape[0]
                 if self.speed > 0:
                     due = start + position / self.samplerate / self.speed
@@ -301,8 +322,14 @@ class FileInputStream:
                         break
                 if self._callback is not None:
                     self._callback(np.ascontiguousarray(block), block.shape[0], None, _NO_FLAGS)
-            self.end_of_input = position >= total
+            else:
+                completed = True
+            self.end_of_input = completed
+        except AudioError as exc:
+            self.error = exc
         finally:
+            if self._audio is not None:
+                self._audio.close()
             if self._finished_callback is not None:
                 self._finished_callback()
 
@@ -313,18 +340,8 @@ class FileInputStream:
 
     def close(self) -> None:
         self.stop()
-
-
-def _read_audio_file(path: Path) -> tuple[np.ndarray, int]:
-    """The whole file at its own rate and channel count (validated by streamcli.audio)."""
-    with open_audio(path) as audio:
-        blocks = list(audio.raw_blocks())
-        rate = audio.info.sample_rate
-        channels = audio.info.channels
-    if not blocks:
-        raise AudioError(f"{path}: holds no samples")
-    data = np.concatenate(blocks).reshape(-1, channels)
-    return data, rate
+        if self._thread is None and self._audio is not None:
+            self._audio.close()
 
 
 @dataclass(frozen=True)
@@ -405,6 +422,7 @@ class LiveTranscriber:
         self._capture_finished = threading.Event()
         self._lock = threading.Lock()
         self._queued_frames = 0
+        self._room = threading.Event()  # set by the worker when it takes a block off the queue
         self._last_callback_s = 0.0
         self._worker: threading.Thread | None = None
         self._done = threading.Event()
@@ -461,18 +479,19 @@ class LiveTranscriber:
                 asked["blocksize"] = frames(sample_rate_hz)
             return stream_factory(**{k: v for k, v in asked.items() if v is not None}, **callbacks)
         if input_file is not None:
-            samples, file_rate = _read_audio_file(Path(input_file))
-            if channels is not None and channels != samples.shape[1]:
-                raise ValueError(f"--channels {channels} does not match the file's {samples.shape[1]}")
+            source = FileInputStream(Path(input_file), speed=file_speed, **callbacks)
+            file_rate = int(source.samplerate)
+            if channels is not None and channels != source.channels:
+                source.close()
+                raise ValueError(f"--channels {channels} does not match the file's {source.channels}")
             if sample_rate_hz is not None and sample_rate_hz != file_rate:
+                source.close()
                 raise ValueError(f"--sample-rate {sample_rate_hz} does not match the file's {file_rate} Hz")
-            return FileInputStream(
-                samples=samples,
-                samplerate=file_rate,
-                speed=file_speed,
-                blocksize=frames(file_rate),
-                **callbacks,
-            )
+            if block_ms:
+                source.blocksize = frames(file_rate)
+                assert source._audio is not None
+                source._audio.block_s = source.blocksize / file_rate
+            return source
         device = resolve_input_device(input_device)
         self.device = device
         # Capture at what the device natively offers; the worker downmixes and resamples.
@@ -490,6 +509,17 @@ class LiveTranscriber:
             self.summary.blocks += 1
             if status is not None and getattr(status, "input_overflow", False):
                 self.summary.overflowed_blocks += 1
+            full = self._queued_frames + frames > self._max_queued_frames
+        if full and getattr(self._stream, "blocking", False):
+            # A file source waits for the worker (back-pressure) instead of losing audio.
+            while full and not self._stop_requested.is_set():
+                self._room.wait(0.05)
+                self._room.clear()
+                with self._lock:
+                    full = self._queued_frames + frames > self._max_queued_frames
+            if self._stop_requested.is_set():
+                return
+        with self._lock:
             if self._queued_frames + frames > self._max_queued_frames:
                 self.summary.dropped_blocks += 1
                 self.summary.dropped_s += frames / self.capture_rate_hz
@@ -555,11 +585,23 @@ class LiveTranscriber:
             yield item
 
     def run(self, on_event: Callable[[LiveEvent], None] | None = None) -> LiveSummary:
-        """Runs to the end and returns the summary."""
-        for event in self.events():
-            if on_event is not None:
-                on_event(event)
+        """Runs to the end and returns the summary. If ``on_event`` fails (a full disk under ``-o``),
+        the session is stopped and its worker joined before the error propagates: no thread is left
+        running inside onnxruntime while the interpreter exits."""
+        try:
+            for event in self.events():
+                if on_event is not None:
+                    on_event(event)
+        except BaseException:
+            self.stop("error")
+            self.join(timeout_s=10.0)
+            raise
         return self.summary
+
+    def join(self, timeout_s: float | None = None) -> None:
+        """Waits for the worker to finish (after stop() or the end of input)."""
+        if self._worker is not None and self._worker is not threading.current_thread():
+            self._worker.join(timeout=timeout_s)
 
     # -- worker -------------------------------------------------------------------------------
     def _work(self) -> None:
@@ -676,6 +718,7 @@ class LiveTranscriber:
                 block = item.samples
                 with self._lock:
                     self._queued_frames -= block.shape[0]
+                self._room.set()
                 if limit_frames is not None and captured_frames + block.shape[0] >= limit_frames:
                     block = block[: limit_frames - captured_frames]
                 captured_frames += block.shape[0]
@@ -713,8 +756,11 @@ class LiveTranscriber:
         if recording is not None:
             with contextlib.suppress(Exception):
                 recording.close()
+        file_error = getattr(self._stream, "error", None)
+        if error is None and isinstance(file_error, AudioError):
+            error = file_error  # a file cut short mid-session: its own line, the text so far kept
         if not self.summary.stop_reason:
-            ended = bool(getattr(self._stream, "end_of_input", False))
+            ended = bool(getattr(self._stream, "end_of_input", False)) or file_error is not None
             self.summary.stop_reason = "end-of-input" if ended else "device-lost"
         self.summary.audio_s = captured_frames / self.capture_rate_hz
         self.summary.wall_s = self._clock() - self._started_s
@@ -777,7 +823,9 @@ LIVE_FORMATS = ("txt", "jsonl", "srt", "vtt")
 
 class SegmentWriter:
     """Appends each finalized segment to a file and forces it to disk, so a crash loses at most the
-    partial text. The file is created (truncated) when the writer opens; vtt gets its header then.
+    partial text. An existing file is continued, never emptied: a new session's segments follow the
+    old ones (srt numbering goes on from the last cue, vtt gets its header only in a new file, a
+    line cut short by a crash is closed first so every record stays on its own line).
     """
 
     def __init__(self, path: str | Path, fmt: str) -> None:
@@ -788,48 +836,68 @@ class SegmentWriter:
         self.count = 0
         if self.path.is_dir():
             raise ValueError(f"output path {self.path} is a directory")
+        previous = ""
+        if self.path.is_file():
+            try:
+                with open(self.path, "rb") as old:
+                    old.seek(0, os.SEEK_END)
+                    size = old.tell()
+                    old.seek(max(0, size - 65536))
+                    previous = old.read().decode("utf-8", "replace")
+            except OSError as exc:
+                raise ValueError(f"cannot read output file {self.path}: {exc.strerror}") from None
+        self._cue_base = _last_srt_cue(previous) if fmt == "srt" else 0
         try:
-            self._handle = open(self.path, "w", encoding="utf-8", newline="\n")  # noqa: SIM115
+            self._handle = open(self.path, "a", encoding="utf-8", newline="\n")  # noqa: SIM115
         except OSError as exc:
             raise ValueError(f"cannot write output file {self.path}: {exc.strerror}") from None
-        if fmt == "vtt":
-            self._write("WEBVTT\n\n")
+        if previous and not previous.endswith("\n"):
+            self._write("\n")
+        if fmt == "vtt" and not previous:
+            self._write(VTT_HEADER)
+        elif fmt in ("srt", "vtt") and previous and not previous.endswith("\n\n"):
+            self._write("\n")
 
     def _write(self, text: str) -> None:
-        self._handle.write(text)
-        self._handle.flush()
-        os.fsync(self._handle.fileno())
+        try:
+            self._handle.write(text)
+            self._handle.flush()
+            os.fsync(self._handle.fileno())
+        except OSError as exc:
+            raise StreamcliError(f"cannot write {self.path}: {exc.strerror or exc}; the segments before "
+                                 "were kept") from None
 
     def write(self, segment: Segment) -> None:
         text = segment.text.strip()
         if not text:
             return
         self.count += 1
-        end = max(segment.end, segment.start + 0.001)  # players reject zero-length cues
         if self.fmt == "txt":
             chunk = text + "\n"
         elif self.fmt == "jsonl":
-            record = {
-                "start": round(segment.start, 3),
-                "end": round(segment.end, 3),
-                "text": text,
-                "words": [
-                    {"word": w.word, "start": round(w.start, 3), "end": round(w.end, 3)}
-                    for w in segment.words
-                ],
-                "tokens": [{"token": t.text, "start": round(t.start, 3)} for t in segment.tokens],
-            }
+            record = {**segment_record(segment), "words": word_records(segment),
+                      "tokens": token_records(segment)}
             chunk = json.dumps(record, ensure_ascii=False) + "\n"
         elif self.fmt == "srt":
-            span = f"{timestamp(segment.start, decimal=',')} --> {timestamp(end, decimal=',')}"
-            chunk = f"{self.count}\n{span}\n{text}\n\n"
+            chunk = srt_cue(self._cue_base + self.count, segment)
         else:
-            chunk = f"{timestamp(segment.start)} --> {timestamp(end)}\n{text}\n\n"
+            chunk = vtt_cue(segment)
         self._write(chunk)
 
     def close(self) -> None:
         if not self._handle.closed:
-            self._handle.close()
+            # A write that failed was reported already; what it left in the buffer cannot go anywhere.
+            with contextlib.suppress(OSError):
+                self._handle.close()
+
+
+def _last_srt_cue(text: str) -> int:
+    """The number of the last cue in the tail of an SRT file (0 when there is none)."""
+    lines = text.splitlines()
+    for i in range(len(lines) - 2, -1, -1):
+        if lines[i].strip().isdigit() and "-->" in lines[i + 1]:
+            return int(lines[i].strip())
+    return 0
 
 
 def format_from_path(path: str | Path, default: str = "txt") -> str:

@@ -12,6 +12,7 @@ the provider is read back from ``session.get_providers()`` after creation, never
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 from dataclasses import dataclass
@@ -51,7 +52,15 @@ def resolve_threads(threads: int) -> int:
         raise ValueError(f"threads must be an integer >= 0 (0 = automatic), got {threads!r}")
     if threads == 0:
         return max(1, min(4, os.cpu_count() or 1))
+    limit = max_threads()
+    if threads > limit:
+        raise ValueError(f"--threads {threads}: at most {limit} (4 x the {os.cpu_count() or 1} cores here)")
     return threads
+
+
+def max_threads() -> int:
+    """More onnxruntime threads than 4 per core only cost memory and time (each has its own arena)."""
+    return 4 * (os.cpu_count() or 1)
 
 
 def session_options(threads: int) -> ort.SessionOptions:
@@ -62,6 +71,18 @@ def session_options(threads: int) -> ort.SessionOptions:
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     opts.log_severity_level = 3
     return opts
+
+
+def nvidia_gpu_present() -> bool:
+    """Whether the NVIDIA driver shows a GPU (then a CUDA failure under --device auto is worth a note).
+    STREAMCLI_ASSUME_GPU=1 forces the CUDA attempt (tests of the fallback path)."""
+    if os.environ.get("STREAMCLI_ASSUME_GPU") == "1":
+        return True
+    gpus = Path("/proc/driver/nvidia/gpus")
+    with contextlib.suppress(OSError):
+        if gpus.is_dir() and any(gpus.iterdir()):
+            return True
+    return Path("/dev/nvidia0").exists()
 
 
 def cuda_listed() -> bool:
@@ -89,7 +110,8 @@ def create_session(path: str | Path, device: str | DeviceSpec = "auto", threads:
     spec = device if isinstance(device, DeviceSpec) else parse_device(device)
     threads = resolve_threads(threads)
     path = Path(path)
-    if spec.kind == "cpu":
+    if spec.kind == "cpu" or (spec.kind == "auto" and not nvidia_gpu_present()):
+        # auto on a machine without an NVIDIA GPU: the CPU is simply the choice, nothing to note.
         sess = _load(path, [CPU], threads)
         return SessionResult(sess, sess.get_providers()[0])
     if not cuda_listed():
@@ -211,6 +233,11 @@ def read_onnx_metadata(path: str | Path) -> dict[str, str]:
                     head = f.read(10)
                     length, used = _varint(head, 0)
                     f.seek(f.tell() - len(head) + used)
+                    if f.tell() + length > size:
+                        raise ModelError(
+                            f"{path}: damaged ONNX file (truncated: a field of {length} bytes runs past the "
+                            f"end of the {size}-byte file); download or export it again"
+                        )
                     if field_no == 14:  # metadata_props: StringStringEntryProto {1: key, 2: value}
                         entry = f.read(length)
                         pos, k, v = 0, "", ""

@@ -43,11 +43,13 @@ import numpy as np
 
 from streamcli.endpoint import EndpointConfig, EndpointDetector
 from streamcli.errors import ModelError
-from streamcli.features import OnlineFbank
+from streamcli.features import feature_extractor, frames_covering, samples_for_frames
 from streamcli.providers import parse_device, read_onnx_metadata, resolve_threads
 from streamcli.results import Result, Segment, Token
 from streamcli.tokens import TokenTable, tokens_to_words
 
+MAX_BEAM = 64  # modified beam search: wider beams cost memory and time and no accuracy
+MAX_WINDOW_FRAMES = 3000  # 30 s of 10 ms frames per window
 _REVISION_WINDOW = 64  # tokens at the end of a hypothesis that new_tokens() re-checks
 
 _DECODING_ALIASES = {
@@ -69,6 +71,8 @@ class RecognizerConfig:
     beam: int = 4  # active paths of modified beam search
     window_frames: int | None = None  # wctc: window W in 10 ms frames (None = model default)
     overlap_frames: int | None = None  # wctc: overlap O in 10 ms frames (None = model default)
+    rescore: bool | None = None  # second pass at endpoints (None = on where the model has one)
+    second_pass_frames: str = "teacher"  # teacher (full-context Whisper encoder) | student
     endpoint: EndpointConfig = field(default_factory=EndpointConfig)
 
     def validate(self) -> RecognizerConfig:
@@ -78,6 +82,14 @@ class RecognizerConfig:
             raise ValueError(f"decoding must be greedy or beam, got {self.decoding!r}")
         if isinstance(self.beam, bool) or not isinstance(self.beam, int) or self.beam < 1:
             raise ValueError(f"beam must be an integer >= 1, got {self.beam!r}")
+        if self.beam > MAX_BEAM:
+            raise ValueError(f"--beam {self.beam}: at most {MAX_BEAM} active paths")
+        for name, value in (("window", self.window_frames), ("overlap", self.overlap_frames)):
+            if value is not None and not isinstance(value, bool) and isinstance(value, int) and value > MAX_WINDOW_FRAMES:
+                raise ValueError(f"--{name} {value}: at most {MAX_WINDOW_FRAMES} frames "
+                                 f"({MAX_WINDOW_FRAMES // 100} s; one window is one encoder call)")
+        if self.second_pass_frames not in ("teacher", "student"):
+            raise ValueError(f"second_pass_frames must be teacher or student, got {self.second_pass_frames!r}")
         for name in ("window_frames", "overlap_frames"):
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
@@ -124,6 +136,8 @@ class ModelInfo:
     decoding: str = "greedy"
     files: tuple[str, ...] = ()
     device_notice: str | None = None  # one line when device=auto fell back to CPU
+    feature_type: str = "kaldi_fbank"  # kaldi_fbank | whisper_log10_mel (from the model metadata)
+    second_pass: str | None = None  # what writes the finals at endpoints, None = the first pass
 
     @property
     def chunk_ms(self) -> int:
@@ -178,12 +192,18 @@ class Recognizer(ABC):
 
     def tail_padding_samples(self, num_samples: int) -> int:
         """Zeros input_finished() appends after ``num_samples`` samples so all of them get decoded."""
-        shift = self.info.sample_rate * self.info.frame_shift_ms // 1000
-        num_frames = (num_samples + shift // 2) // shift  # kaldi frame count with snip_edges=False
+        feature_type = self.info.feature_type
+        num_frames = frames_covering(feature_type, num_samples)
         if num_frames == 0:
             return 0
         needed = self.frames_to_flush(num_frames)
-        return max(0, needed * shift - shift // 2 - num_samples)
+        return max(0, samples_for_frames(feature_type, needed) - num_samples)
+
+    def finalize_segment(self, state: Any, segment: Segment | None) -> Segment | None:
+        """The final form of an utterance's segment, called by Stream.reset() before the utterance is
+        dropped. Default: the first pass's segment as it is; a two-pass family rewrites it (or returns
+        None when the second pass finds no speech)."""
+        return segment
 
     # ----- streams --------------------------------------------------------------------------------
     def create_stream(self) -> Stream:
@@ -220,7 +240,7 @@ class Stream:
         self._rec = recognizer
         info = recognizer.info
         self._sample_rate = info.sample_rate
-        self._fbank = OnlineFbank(info.feature_dim, info.sample_rate)
+        self._fbank = feature_extractor(info.feature_type, info.feature_dim, info.sample_rate)
         self._state = recognizer.new_stream_state()
         self._endpoint = EndpointDetector(recognizer.config.endpoint, sample_rate=info.sample_rate)
         self._resampler: Any = None
@@ -359,6 +379,7 @@ class Stream:
             start = res.words[0].start if res.words else res.tokens[0].start
             end = res.words[-1].end if res.words else res.tokens[-1].start
             seg = Segment(start=start, end=end, text=res.text, words=res.words, tokens=res.tokens)
+            seg = self._rec.finalize_segment(self._state, seg)
         self._rec.start_new_utterance(self._state)
         self._utterance_start_s = self.decoded_s
         self._reported = []

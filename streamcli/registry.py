@@ -19,7 +19,9 @@ import contextlib
 import hashlib
 import json
 import os
+import stat
 import sys
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterable
@@ -300,10 +302,23 @@ def download_model(
     place. Without network: ModelError naming the files to put where by hand.
     """
     folder = model_dir(model)
+    created = not folder.exists()
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise ModelError(f"cannot create the model cache {folder}: {exc.strerror}") from None
+    try:
+        return _download_files(model, folder, precision, base_url, progress, timeout_s)
+    except BaseException:
+        # A failed first download leaves no empty model folder behind (it would look half-installed).
+        if created:
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        raise
+
+
+def _download_files(model: KnownModel, folder: Path, precision: str, base_url: str | None,
+                    progress: Progress | None, timeout_s: float) -> Path:
     marker = _read_marker(folder)
     for file in model.files_for(precision):
         path = folder / file.name
@@ -329,6 +344,38 @@ def download_model(
     return folder
 
 
+# A transfer must finish within this many seconds per MiB (plus a minute): a server trickling bytes
+# cannot hold a download forever, while a slow but real link (>= ~17 KB/s) still gets through.
+_SECONDS_PER_MIB = 60.0
+_DEADLINE_BASE_S = 60.0
+_PART_SUFFIX = ".part"
+
+
+def _open_part(folder: Path, name: str) -> tuple[int, Path]:
+    """A fresh, exclusively created temp file in ``folder`` (never an existing file or a link)."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+    for attempt in range(100):
+        part = folder / f".{name}.{os.getpid()}.{attempt}{_PART_SUFFIX}"
+        try:
+            return os.open(part, flags, 0o644), part
+        except FileExistsError:
+            continue
+    raise ModelError(f"{folder}: cannot create a temporary file for {name}")
+
+
+def sweep_partial_downloads(folder: Path) -> None:
+    """Removes partial downloads of processes that are gone (a SIGKILL leaves them behind)."""
+    from streamcli.formats import pid_alive  # noqa: PLC0415 (one liveness rule for all temp files)
+
+    with contextlib.suppress(OSError):
+        for path in folder.glob(f".*{_PART_SUFFIX}"):
+            fields = path.name[: -len(_PART_SUFFIX)].rsplit(".", 2)
+            if len(fields) == 3 and fields[1].isdigit() and not path.is_symlink():
+                if int(fields[1]) != os.getpid() and not pid_alive(int(fields[1])):
+                    with contextlib.suppress(OSError):
+                        path.unlink()
+
+
 def _download_file(
     model: KnownModel,
     file: ModelFile,
@@ -339,40 +386,59 @@ def _download_file(
     timeout_s: float,
 ) -> None:
     url = model.url(file, base_url)
-    part = folder / (file.name + ".part")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ModelError(f"cannot write into the model folder {folder} (read-only); choose another cache "
+                         "with STREAMCLI_MODELS_DIR")
+    sweep_partial_downloads(folder)
+    fd, part = _open_part(folder, file.name)
     digest = hashlib.sha256()
     done = 0
+    deadline = time.monotonic() + _DEADLINE_BASE_S + _SECONDS_PER_MIB * file.size_bytes / (1 << 20)
+    target = folder / file.name
     try:
-        request = urllib.request.Request(url, headers={"User-Agent": "streamcli"})
-        with urllib.request.urlopen(request, timeout=timeout_s) as response, open(part, "wb") as out:
-            if progress:
-                progress(file.name, 0, file.size_bytes)
-            while chunk := response.read(_CHUNK_BYTES):
-                out.write(chunk)
-                digest.update(chunk)
-                done += len(chunk)
-                if done > file.size_bytes:
-                    break  # more than the registry's size: corrupt or wrong file; stop early
+        try:
+            request = urllib.request.Request(url, headers={"User-Agent": "streamcli"})
+            with urllib.request.urlopen(request, timeout=timeout_s) as response, os.fdopen(fd, "wb") as out:
+                fd = -1
                 if progress:
-                    progress(file.name, done, file.size_bytes)
-    except (urllib.error.URLError, OSError, TimeoutError) as exc:
+                    progress(file.name, 0, file.size_bytes)
+                while chunk := response.read(min(_CHUNK_BYTES, file.size_bytes + 1 - done)):
+                    out.write(chunk)
+                    digest.update(chunk)
+                    done += len(chunk)
+                    if done > file.size_bytes:
+                        break  # more than the registry's size: corrupt or wrong file; stop early
+                    if time.monotonic() > deadline:
+                        raise TimeoutError(f"too slow: {done} of {file.size_bytes} bytes by the deadline")
+                    if progress:
+                        progress(file.name, done, file.size_bytes)
+        except (urllib.error.URLError, OSError, TimeoutError) as exc:
+            reason = getattr(exc, "reason", None) or getattr(exc, "strerror", None) or exc
+            source = base_url or os.environ.get("STREAMCLI_MODELS_BASE_URL") or model.base_url
+            raise ModelError(
+                f"cannot download {file.name} of {model.name} from {source} ({reason}); without network, "
+                f"put {', '.join(f.name for f in model.files)} from {model.base_url} into {folder}/ by hand"
+            ) from None
+        if done != file.size_bytes or digest.hexdigest() != file.sha256:
+            what = (
+                f"{done} bytes, expected {file.size_bytes}"
+                if done != file.size_bytes
+                else f"sha256 {digest.hexdigest()}, expected {file.sha256}"
+            )
+            raise ModelError(f"download of {file.name} from {url} failed verification ({what}); nothing kept")
+        # Re-checked at the move: the temp file must still be ours (a regular file, not a planted link).
+        st = os.lstat(part)
+        if not stat.S_ISREG(st.st_mode) or st.st_size != file.size_bytes:
+            raise ModelError(f"{part}: changed during the download; nothing kept")
+        if target.is_symlink():
+            target.unlink()
+        os.replace(part, target)
+    finally:
+        if fd >= 0:
+            os.close(fd)
         with contextlib.suppress(OSError):
-            part.unlink()
-        reason = getattr(exc, "reason", None) or getattr(exc, "strerror", None) or exc
-        raise ModelError(
-            f"cannot download {file.name} of {model.name} ({reason}); without network, put "
-            f"{', '.join(f.name for f in model.files)} from {model.base_url} into {folder}/ by hand"
-        ) from None
-    if done != file.size_bytes or digest.hexdigest() != file.sha256:
-        with contextlib.suppress(OSError):
-            part.unlink()
-        what = (
-            f"{done} bytes, expected {file.size_bytes}"
-            if done != file.size_bytes
-            else f"sha256 {digest.hexdigest()}, expected {file.sha256}"
-        )
-        raise ModelError(f"download of {file.name} from {url} failed verification ({what}); nothing kept")
-    os.replace(part, folder / file.name)
+            if part.exists() or part.is_symlink():
+                part.unlink()
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -389,9 +455,15 @@ def is_model_folder(folder: Path) -> bool:
     return folder.is_dir() and (folder / "tokens.txt").is_file() and any(folder.glob(_ENCODER_GLOB))
 
 
+DEFAULT_MODEL = "streamcli-whisper-stream-en"
+
+
 def default_model_dir(search_dirs: Iterable[Path] | None = None) -> Path:
-    """The shipped model: the first model folder (sorted by name) in the shipped models directories."""
+    """The shipped default model (DEFAULT_MODEL) if present, else the first shipped model folder by name."""
     searched = list(search_dirs) if search_dirs is not None else shipped_models_dirs()
+    for base in searched:
+        if is_model_folder(base / DEFAULT_MODEL):
+            return base / DEFAULT_MODEL
     for base in searched:
         if not base.is_dir():
             continue

@@ -13,6 +13,7 @@ from streamcli.errors import ModelError
 from streamcli.results import Token, Word
 
 WORD_START = "\u2581"
+MAX_TOKENS = 1_000_000
 SPECIAL_SYMBOLS = frozenset({"<blk>", "<blank>", "<sos/eos>", "<unk>", "<eps>", "<s>", "</s>", "<pad>"})
 
 
@@ -41,9 +42,15 @@ class TokenTable:
             parts = line.rsplit(maxsplit=1)
             if len(parts) == 1 and parts[0].lstrip("-").isdigit():
                 parts = [" ", parts[0]]  # a space symbol written as " id"
-            if len(parts) != 2 or not parts[1].lstrip("-").isdigit():
+            if len(parts) != 2 or not parts[1].isdigit():
                 raise ModelError(f"{path}:{lineno}: expected 'symbol id', got {line!r}")
-            pairs[int(parts[1])] = parts[0]
+            token_id = int(parts[1])
+            if token_id >= MAX_TOKENS:
+                raise ModelError(f"{path}:{lineno}: token id {token_id} is beyond the limit of {MAX_TOKENS} tokens")
+            if token_id in pairs:
+                raise ModelError(f"{path}:{lineno}: token id {token_id} appears twice "
+                                 f"({pairs[token_id]!r} and {parts[0]!r})")
+            pairs[token_id] = parts[0]
         if not pairs:
             raise ModelError(f"{path}: no tokens")
         size = max(pairs) + 1

@@ -14,14 +14,17 @@ multiples of the subsampling factor (5) with 0 <= O < W.
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from streamcli.align import align_words
 from streamcli.errors import ModelError
 from streamcli.providers import create_model_sessions, resolve_threads
 from streamcli.recognizer import ModelInfo, Recognizer, RecognizerConfig
+from streamcli.results import Segment, Token
 from streamcli.search import ctc_greedy
 from streamcli.tokens import TokenTable
 
@@ -72,12 +75,19 @@ def cache_shape(spec: list[int | str], batch: int, overlap_frames: int, subsampl
 
 @dataclass
 class WctcState:
-    """Per-stream state: encoder caches (batch dim 1) and the greedy CTC search."""
+    """Per-stream state: encoder caches (batch dim 1), the greedy CTC search and, with a second pass,
+    the current utterance's features / CTC log-probabilities / hidden frames (bounded: 30 s)."""
 
     caches: dict[str, np.ndarray]
     prev_token: int
     token_ids: list[int] = field(default_factory=list)
     token_frames: list[int] = field(default_factory=list)
+    utt_features: list[np.ndarray] = field(default_factory=list)
+    utt_log_probs: list[np.ndarray] = field(default_factory=list)
+    utt_hidden: list[np.ndarray] = field(default_factory=list)
+    utt_feature_frames: int = 0
+    utt_first_frame: int | None = None  # absolute encoder frame where the utterance's audio starts
+    utt_overflow: bool = False  # longer than the second pass's 30 s window: the first pass stays
 
 
 class WctcRecognizer(Recognizer):
@@ -86,7 +96,7 @@ class WctcRecognizer(Recognizer):
     def __init__(self, config: RecognizerConfig, folder: Path, metadata: dict[str, str]) -> None:
         super().__init__(config)
         if config.search != "greedy":
-            raise ValueError("wctc models decode with CTC greedy search only (use --decoding greedy)")
+            raise ValueError("this model decodes with CTC greedy search only: --beam is for transducer models (leave it out)")
         missing = [k for k in _REQUIRED_METADATA if k not in metadata]
         if missing:
             raise ModelError(f"{folder}: wctc encoder metadata lacks {', '.join(missing)}")
@@ -120,7 +130,26 @@ class WctcRecognizer(Recognizer):
             raise ModelError(
                 f"{files['encoder']}: inputs {sorted(inputs)} do not match the metadata {sorted(expected)}"
             )
+        outputs = {o.name for o in self.session.get_outputs()}
         self.output_names = ["logits", *(f"new_{n}" for n in self.cache_names)]
+        self.feature_type = metadata.get("feature_type", "kaldi_fbank")
+        self.second_pass = None
+        self.second_pass_frames = config.second_pass_frames
+        self.final_times_ms: list[float] = []  # second-pass time per finalized segment
+        second = metadata.get("second_pass")
+        if config.rescore and not second:
+            raise ValueError(f"{folder.name} has no second pass (--rescore needs a two-pass model)")
+        if second and config.rescore is not False:
+            if second != "whisper-tiny.en":
+                raise ModelError(f"{folder}: unknown second pass {second!r}")
+            if self.second_pass_frames == "student" and "hidden" not in outputs:
+                raise ValueError(f"{folder.name}: the encoder has no hidden output for second_pass_frames=student")
+            from streamcli.second_pass import SecondPassConfig, WhisperSecondPass  # noqa: PLC0415
+
+            self.second_pass = WhisperSecondPass(config.device, config.threads,
+                                                 SecondPassConfig(frames=self.second_pass_frames))
+            if self.second_pass_frames == "student":
+                self.output_names.append("hidden")
         hop = window - overlap
         state_bytes = sum(
             int(np.prod(cache_shape(self._cache_specs[n], 1, overlap, self.subsampling))) * 4
@@ -144,7 +173,10 @@ class WctcRecognizer(Recognizer):
             decoding="greedy",
             files=(files["encoder"].name, "tokens.txt"),
             device_notice=notice,
+            feature_type=self.feature_type,
+            second_pass=(f"whisper-tiny.en decoder ({self.second_pass_frames} frames)" if self.second_pass else None),
         )
+        self._char_table = {t: i for i, t in enumerate(self.tokens.symbols)}
 
     # ----- family hooks ---------------------------------------------------------------------------
     def initial_caches(self, batch: int) -> dict[str, np.ndarray]:
@@ -163,15 +195,21 @@ class WctcRecognizer(Recognizer):
     def run_encoder(
         self, features: np.ndarray, caches: dict[str, np.ndarray]
     ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-        """One encoder call: (N, T, feature_dim) features, T a multiple of 5 -> (logits, new caches)."""
+        """One encoder call: (N, T, feature_dim) features, T a multiple of the subsampling -> (logits,
+        new caches); the student's hidden frames, when requested, are kept in ``self.last_hidden``."""
         outs = self.session.run(self.output_names, {"x": features, **caches})
-        return outs[0], dict(zip(self.cache_names, outs[1:], strict=True))
+        n = len(self.cache_names)
+        self.last_hidden = outs[1 + n] if len(outs) > 1 + n else None
+        return outs[0], dict(zip(self.cache_names, outs[1 : 1 + n], strict=True))
 
     def decode_chunk(self, features: np.ndarray, states: list[WctcState], frame_offsets: list[int]) -> None:
         caches = {n: np.concatenate([s.caches[n] for s in states], axis=0) for n in self.cache_names}
         logits, new = self.run_encoder(np.ascontiguousarray(features, dtype=np.float32), caches)
         for i, s in enumerate(states):
             s.caches = {n: new[n][i : i + 1] for n in self.cache_names}
+            if self.second_pass is not None:
+                hidden = self.last_hidden[i] if self.last_hidden is not None else None
+                self._keep_for_second_pass(s, features[i], logits[i], hidden, frame_offsets[i])
             u = self.ctc_upsample
             ids, frames, s.prev_token = ctc_greedy(
                 logits[i], self.blank_id, s.prev_token, frame_offsets[i] * u
@@ -186,6 +224,56 @@ class WctcRecognizer(Recognizer):
         # prev_token stays: a token whose frames straddle the reset is not emitted twice.
         state.token_ids = []
         state.token_frames = []
+        state.utt_features, state.utt_log_probs, state.utt_hidden = [], [], []
+        state.utt_feature_frames = 0
+        state.utt_first_frame = None
+        state.utt_overflow = False
+
+    # ----- second pass ------------------------------------------------------------------------------
+    def _keep_for_second_pass(self, state: WctcState, features: np.ndarray, logits: np.ndarray,
+                              hidden: np.ndarray | None, frame_offset: int) -> None:
+        from streamcli.second_pass import MAX_SEGMENT_FRAMES  # noqa: PLC0415
+
+        if state.utt_first_frame is None:
+            state.utt_first_frame = frame_offset
+        if state.utt_feature_frames + features.shape[0] > MAX_SEGMENT_FRAMES:
+            state.utt_overflow = True
+            return
+        state.utt_features.append(features.copy())
+        shifted = logits - logits.max(axis=-1, keepdims=True)
+        state.utt_log_probs.append(shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True)))
+        if hidden is not None:
+            state.utt_hidden.append(hidden.copy())
+        state.utt_feature_frames += features.shape[0]
+
+    def finalize_segment(self, state: WctcState, segment: Segment | None) -> Segment | None:
+        """Whisper's decoder rewrites the segment; word times from the first pass's posteriors."""
+        if self.second_pass is None or segment is None or state.utt_overflow or not state.utt_features:
+            return segment
+        t0 = time.perf_counter()
+        feats = np.concatenate(state.utt_features)
+        audio_s = feats.shape[0] * self.info.frame_shift_ms / 1000.0
+        if self.second_pass_frames == "student" and state.utt_hidden:
+            frames = np.concatenate(state.utt_hidden)[None]
+        else:
+            frames = self.second_pass.encode(feats)
+        result = self.second_pass.decode(frames, audio_s)
+        self.final_times_ms.append((time.perf_counter() - t0) * 1000.0)
+        if not result.text:
+            return None
+        start_s = self.frame_time_s(state.utt_first_frame or 0)
+        frame_s = self.info.subsampling * self.info.frame_shift_ms / 1000.0
+        log_probs = np.concatenate(state.utt_log_probs)
+        words = align_words(result.text.split(), log_probs, self._char_table, start_s,
+                            start_s + log_probs.shape[0] * frame_s, frame_s)
+        tokens: list[Token] = []
+        word_index = -1
+        for token_id in result.token_ids:
+            piece = self.second_pass.tokenizer.decode([token_id])
+            if piece.startswith(" ") or word_index < 0:
+                word_index = min(word_index + 1, len(words) - 1)
+            tokens.append(Token(piece, words[max(0, word_index)].start, token_id))
+        return Segment(start=words[0].start, end=words[-1].end, text=result.text, words=words, tokens=tokens)
 
     # ----- whole-signal helpers (evaluation, timing) ------------------------------------------------
     def stream_features(self, features: np.ndarray) -> np.ndarray:

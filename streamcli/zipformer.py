@@ -58,6 +58,9 @@ class StateSpec:
         return np.zeros(self.shape, dtype=self.dtype)
 
 
+MAX_CHUNK_FRAMES = 3000  # 30 s: no streaming zipformer has a chunk near this
+
+
 def _ints(meta: dict[str, str], key: str, path: Path) -> list[int]:
     if key not in meta:
         raise ModelError(f"{path}: encoder metadata lacks {key!r}")
@@ -163,6 +166,15 @@ class ZipformerTransducer(Recognizer):
         meta = self.encoder.get_modelmeta().custom_metadata_map
         self.chunk_frames = _int(meta, "T", enc_path)
         self.shift_frames = _int(meta, "decode_chunk_len", enc_path)
+        # Metadata that lies must be refused here, not loop forever or fail at the first decode.
+        if not 0 < self.shift_frames <= self.chunk_frames <= MAX_CHUNK_FRAMES:
+            raise ModelError(
+                f"{enc_path}: metadata decode_chunk_len={self.shift_frames}, T={self.chunk_frames}: need "
+                f"0 < decode_chunk_len <= T <= {MAX_CHUNK_FRAMES}"
+            )
+        graph_t = self.encoder.get_inputs()[0].shape[1] if len(self.encoder.get_inputs()[0].shape) == 3 else None
+        if isinstance(graph_t, int) and graph_t != self.chunk_frames:
+            raise ModelError(f"{enc_path}: metadata T={self.chunk_frames} but the graph's input x takes {graph_t} frames")
         if model_type == "zipformer":
             self.state_specs = v1_state_specs(meta, enc_path)
         elif model_type == "zipformer2":
@@ -174,6 +186,7 @@ class ZipformerTransducer(Recognizer):
         dec_meta = self.decoder.get_modelmeta().custom_metadata_map
         self.context_size = _int(dec_meta, "context_size", files["decoder"])
         self.vocab_size = _int(dec_meta, "vocab_size", files["decoder"])
+        self._check_decoder_io(files["decoder"], files["joiner"])
         self.tokens = TokenTable.from_file(folder / "tokens.txt")
         # tokens.txt may list extra symbols after the vocabulary (e.g. #0, #1 for decoding graphs).
         if len(self.tokens) < self.vocab_size:
@@ -213,6 +226,20 @@ class ZipformerTransducer(Recognizer):
             files=tuple(p.name for p in files.values()),
             device_notice=notice,
         )
+
+    def _check_decoder_io(self, dec_path: Path, join_path: Path) -> None:
+        """context_size and vocab_size must agree with the decoder's input and the joiner's output."""
+        if not 0 < self.context_size <= 16 or not 0 < self.vocab_size <= 1_000_000:
+            raise ModelError(f"{dec_path}: metadata context_size={self.context_size}, vocab_size="
+                             f"{self.vocab_size} out of range")
+        y = self.decoder.get_inputs()[0]
+        if len(y.shape) == 2 and isinstance(y.shape[1], int) and y.shape[1] != self.context_size:
+            raise ModelError(f"{dec_path}: metadata context_size={self.context_size} but input {y.name} "
+                             f"takes {y.shape[1]} tokens")
+        logit = self.joiner.get_outputs()[0]
+        if logit.shape and isinstance(logit.shape[-1], int) and logit.shape[-1] != self.vocab_size:
+            raise ModelError(f"{join_path}: joiner gives {logit.shape[-1]} logits, the decoder metadata says "
+                             f"vocab_size={self.vocab_size}")
 
     def _check_encoder_io(self, path: Path) -> None:
         inputs = self.encoder.get_inputs()

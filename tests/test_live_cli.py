@@ -30,9 +30,11 @@ runner = CliRunner()
 def fake_model(monkeypatch):
     made = []
 
-    def load(model, device="auto", threads=0, beam=0, endpoint=None, window_frames=None, overlap_frames=None):
+    def load(model, device="auto", threads=0, beam=0, endpoint=None, window_frames=None, overlap_frames=None,
+             rescore=None):
         rec = FakeRecognizer(endpoint)
         rec.requested_window = (window_frames, overlap_frames)
+        rec.requested_rescore = rescore
         made.append(rec)
         return rec
 

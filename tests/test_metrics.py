@@ -139,14 +139,13 @@ def test_eval_wer_missing_hypothesis_is_one_line_error(tmp_path, capsys) -> None
 
 
 def test_eval_wer_model_mode_matches_single_stream_decoding(test_zipformer_dir, tmp_path) -> None:
-    """Batched decoding in eval_wer gives the hypotheses a lone stream gives, and scores them."""
+    """eval_wer's hypotheses are exactly what streamcli.transcribe gives for each file, and it scores them."""
     import csv
     import json
     from pathlib import Path
 
-    import soundfile as sf
-
     from streamcli.recognizer import RecognizerConfig, create_recognizer
+    from streamcli.transcribe import transcribe
 
     eval_wer = _load_eval_wer()
     dev = Path(__file__).resolve().parents[2] / "shared" / "data" / "dev" / "dev.tsv"
@@ -158,18 +157,12 @@ def test_eval_wer_model_mode_matches_single_stream_decoding(test_zipformer_dir, 
         encoding="utf-8")
     details = tmp_path / "details.tsv"
     summary_path = tmp_path / "summary.json"
-    assert eval_wer.main(["--model", str(test_zipformer_dir), "--data", str(manifest), "--batch", "2",
+    assert eval_wer.main(["--model", str(test_zipformer_dir), "--data", str(manifest),
                           "--out-tsv", str(details), "--json", str(summary_path)]) == 0
     recognizer = create_recognizer(RecognizerConfig(model=str(test_zipformer_dir), device="cpu"))
-    expected = {}
-    for r in rows:
-        samples, rate = sf.read(str(dev.parent / r["path"]), dtype="float32")
-        stream = recognizer.create_stream()
-        stream.accept_waveform(rate, samples)
-        stream.input_finished()
-        while stream.is_ready():
-            stream.decode()
-        expected[r["id"]] = stream.result().text
+    expected = {r["id"]: " ".join(seg.text for seg in transcribe(str(dev.parent / r["path"]), recognizer))
+                for r in rows}
+    assert any(expected.values())
     with open(details, newline="", encoding="utf-8") as f:
         got = {d["id"]: d["hypothesis"] for d in csv.DictReader(f, delimiter="\t")}
     assert got == expected
@@ -177,3 +170,5 @@ def test_eval_wer_model_mode_matches_single_stream_decoding(test_zipformer_dir, 
     rates = corpus_error_rates((r["transcript"], expected[r["id"]]) for r in rows)
     assert summary["word_errors"] == rates.words.errors and summary["utterances"] == 3
     assert summary["provider"] == "CPUExecutionProvider" and summary["audio_seconds"] > 0
+    assert set(summary["subsets"]) == {"/".join(Path(r["path"]).parts[:2]) if r["path"].startswith("librispeech")
+                                       else Path(r["path"]).parts[0] for r in rows}

@@ -77,7 +77,17 @@ def test_cuda_is_used_or_refused_in_one_line(test_zipformer_dir):
         assert res.provider == CUDA and res.session.get_providers()[0] == CUDA
 
 
-def test_auto_falls_back_with_a_notice(test_zipformer_dir):
+def test_auto_without_a_gpu_is_quietly_cpu(test_zipformer_dir, monkeypatch):
+    from streamcli import providers
+
+    monkeypatch.delenv("STREAMCLI_ASSUME_GPU", raising=False)
+    monkeypatch.setattr(providers, "nvidia_gpu_present", lambda: False)
+    res = create_session(test_zipformer_dir / "joiner.onnx", "auto", 1)
+    assert res.provider == CPU and res.notice is None
+
+
+def test_auto_falls_back_with_a_notice(test_zipformer_dir, monkeypatch):
+    monkeypatch.setenv("STREAMCLI_ASSUME_GPU", "1")  # a GPU that is present but unusable
     res = create_session(test_zipformer_dir / "joiner.onnx", "auto", 1)
     assert res.provider == res.session.get_providers()[0]
     if res.provider == CPU:
@@ -110,7 +120,8 @@ def test_pick_model_file(two_precisions, tmp_path_factory):
         pick_model_file(only, "joiner", prefer_int8=False)
 
 
-def test_cpu_uses_int8_and_auto_fallback_switches_to_int8(two_precisions):
+def test_cpu_uses_int8_and_auto_fallback_switches_to_int8(two_precisions, monkeypatch):
+    monkeypatch.setenv("STREAMCLI_ASSUME_GPU", "1")
     _, files, provider, notice = create_model_sessions(
         two_precisions, ["encoder", "decoder", "joiner"], "cpu", 1
     )
@@ -125,7 +136,8 @@ def test_cpu_uses_int8_and_auto_fallback_switches_to_int8(two_precisions):
         assert all(not p.name.endswith(".int8.onnx") for p in files.values())
 
 
-def test_recognizer_reports_the_real_provider(two_precisions):
+def test_recognizer_reports_the_real_provider(two_precisions, monkeypatch):
+    monkeypatch.setenv("STREAMCLI_ASSUME_GPU", "1")
     rec = create_recognizer(RecognizerConfig(model=str(two_precisions), device="auto", threads=1))
     assert rec.info.provider == rec.encoder.get_providers()[0]
     assert (rec.info.device_notice is None) == (rec.info.provider == CUDA)
