@@ -780,9 +780,9 @@ def _main_callback(
 
 def _register_commands() -> None:
     # Imported here, after the helpers above exist: these modules import them from streamcli.cli.
-    from streamcli import cli_bench, cli_export, cli_live
+    from streamcli import cli_bench, cli_export, cli_live, cli_serve
 
-    for module in (cli_export, cli_live, cli_bench):
+    for module in (cli_export, cli_live, cli_bench, cli_serve):
         module.register(app)
 
 
