@@ -610,8 +610,16 @@ def models_list(debug: bool = DEBUG_OPTION) -> None:
                     state,
                 ]
             )
+        from streamcli.registry import default_model_dir, shipped_models
+
+        default = default_model_dir()
+        for folder in shipped_models():
+            size = sum(f.stat().st_size for f in folder.iterdir() if f.is_file())
+            mark = "shipped, default" if folder == default else "shipped"
+            rows.insert(0, [folder.name, "", "wctc (two-pass)" if (folder / "encoder.onnx").is_file() and
+                            _has_second_pass(folder) else "wctc", human_bytes(size), "-", mark])
         headers = ["name", "aliases", "family", "size", "int8 size", "downloaded"]
-        print_table(f"known models (cache: {cache_dir()})", headers, rows)
+        print_table(f"models (cache: {cache_dir()})", headers, rows)
 
     run_command(body, debug=debug)
 
@@ -693,6 +701,12 @@ def models_info(
     run_command(body, debug=debug)
 
 
+def _has_second_pass(folder: Path) -> bool:
+    from streamcli.providers import read_onnx_metadata
+
+    return bool(read_onnx_metadata(folder / "encoder.onnx").get("second_pass"))
+
+
 def _print_known(known: KnownModel) -> None:
     from streamcli.registry import human_bytes, model_dir
 
@@ -731,6 +745,7 @@ _INFO_FIELDS = (
     "overlap_frames",
     "subsampling",
     "state_bytes",
+    "feature_type",
 )
 
 
@@ -739,7 +754,14 @@ def _print_model_folder(folder: Path, device: str, threads: int) -> None:
 
     recognizer = load_recognizer(str(folder), device, threads)
     info = recognizer.info
-    rows = [[field, str(getattr(info, field))] for field in _INFO_FIELDS if hasattr(info, field)]
+    def shown(value: object) -> str:
+        if isinstance(value, (tuple, list)):
+            return ", ".join(str(v) for v in value)
+        return str(value)
+
+    rows = [[field, shown(getattr(info, field))] for field in _INFO_FIELDS if hasattr(info, field)]
+    if info.second_pass:
+        rows.append(["second pass", info.second_pass])
     if hasattr(info, "chunk_frames") and hasattr(info, "shift_frames"):
         shift_ms = info.shift_frames * getattr(info, "frame_shift_ms", 10)
         rows.append(

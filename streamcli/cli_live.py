@@ -178,7 +178,7 @@ def live(
                 write_atomic(stats_json, json.dumps(lv.summary_dict(session.summary), indent=2) + "\n")
             if writer is not None:
                 err.print(
-                    f"wrote {writer.count} segments to {output}",
+                    f"wrote {lv.plural(writer.count, 'segment')} to {output}",
                     markup=False,
                     highlight=False,
                     soft_wrap=True,

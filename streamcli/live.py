@@ -900,6 +900,10 @@ def _last_srt_cue(text: str) -> int:
     return 0
 
 
+def plural(count: int, noun: str) -> str:
+    return f"{count} {noun}" + ("" if count == 1 else "s")
+
+
 def format_from_path(path: str | Path, default: str = "txt") -> str:
     """Output format guessed from the file extension (``.jsonl``, ``.srt``, ``.vtt``, else ``txt``)."""
     suffix = Path(path).suffix.lower().lstrip(".")
@@ -939,7 +943,7 @@ def summary_line(summary: LiveSummary) -> str:
     rtf = "-" if summary.rtf is None else f"{summary.rtf:.3f}"
     return (
         f"live: {summary.audio_s:.1f} s of audio at {summary.capture_rate_hz} Hz x{summary.capture_channels}"
-        f", {summary.segments} segments, {summary.tokens} tokens"
+        f", {plural(summary.segments, 'segment')}, {plural(summary.tokens, 'token')}"
         f"; audio-to-text latency p50 {ms(summary.latency_p50_ms)} p95 {ms(summary.latency_p95_ms)}"
         f"; RTF {rtf} on {summary.provider or '?'}"
         f"; blocks {summary.blocks}, overflowed {summary.overflowed_blocks}, dropped {summary.dropped_blocks}"

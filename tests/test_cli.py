@@ -247,7 +247,7 @@ def test_bad_options_are_one_line(model, test_zipformer_dir, tmp_path):
     r = run("transcribe", FLAC_16K, "--model", str(tmp_path / "nope"))
     assert_one_line_error(r, "no such model folder", code=1)
     r = run("transcribe", FLAC_16K, "--model", "no-such-model")
-    assert_one_line_error(r, "unknown model 'no-such-model'", code=1)
+    assert_one_line_error(r, "unknown model 'no-such-model'", code=2)
     file_out = tmp_path / "file.txt"
     file_out.write_text("x")
     r = run("transcribe", FLAC_16K, FLAC_16K_B, *model, "-o", file_out)

@@ -76,7 +76,13 @@ def test_known_models_carry_the_published_checksums():
     for model in registry.KNOWN_MODELS.values():
         for f in model.files:
             assert len(f.sha256) == 64 and int(f.sha256, 16) >= 0 and f.size_bytes > 0
-        assert model.url(model.files[0]).startswith("https://huggingface.co/csukuangfj/")
+        assert model.url(model.files[0]).startswith(("https://huggingface.co/csukuangfj/",
+                                                      "https://huggingface.co/Systran/"))
+    whisper = registry.find_known("whisper-tiny.en")
+    from streamcli.whisper_weights import TINY_EN_CT2_BYTES, TINY_EN_CT2_SHA256
+
+    assert whisper is not None and (whisper.files[0].sha256, whisper.files[0].size_bytes) == (
+        TINY_EN_CT2_SHA256, TINY_EN_CT2_BYTES)
 
 
 def test_download_verifies_and_reports_progress(cache):
