@@ -1,6 +1,59 @@
-"""streamcli: streaming speech-to-text with ONNX streaming encoders."""
+"""streamcli: streaming speech-to-text with ONNX streaming encoders.
 
+The public API::
+
+    from streamcli import RecognizerConfig, create_recognizer, transcribe
+
+    recognizer = create_recognizer(RecognizerConfig(device="cpu"))
+    for segment in transcribe("talk.flac", recognizer):
+        print(segment.start, segment.end, segment.text)
+
+Heavier modules (onnxruntime sessions, the second pass) load when first used.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from streamcli.errors import AudioError, DeviceError, ModelError, StreamcliError
 from streamcli.results import Result, Segment, Token, Word
 
-__all__ = ["Result", "Segment", "Token", "Word"]
+if TYPE_CHECKING:
+    from streamcli.recognizer import Recognizer, RecognizerConfig, Stream, create_recognizer
+    from streamcli.transcribe import TranscriptionStats, transcribe
+
+__all__ = [
+    "AudioError",
+    "DeviceError",
+    "ModelError",
+    "Recognizer",
+    "RecognizerConfig",
+    "Result",
+    "Segment",
+    "Stream",
+    "StreamcliError",
+    "Token",
+    "TranscriptionStats",
+    "Word",
+    "create_recognizer",
+    "transcribe",
+]
 __version__ = "0.1.0"
+
+_LAZY = {
+    "Recognizer": "streamcli.recognizer",
+    "RecognizerConfig": "streamcli.recognizer",
+    "Stream": "streamcli.recognizer",
+    "create_recognizer": "streamcli.recognizer",
+    "TranscriptionStats": "streamcli.transcribe",
+    "transcribe": "streamcli.transcribe",
+}
+
+
+def __getattr__(name: str) -> Any:
+    # `import streamcli` stays cheap (the CLI's --version, tests): onnxruntime loads on first use.
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'streamcli' has no attribute {name!r}")

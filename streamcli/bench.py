@@ -1243,6 +1243,10 @@ def plot_latency(results: Sequence[ConfigResult], path: str | os.PathLike[str]) 
     os.close(fd)
     try:
         fig.savefig(tmp, format="png")
+        # mkstemp made it 0600; a plot is an ordinary file (0666 minus the umask).
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

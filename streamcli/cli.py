@@ -224,13 +224,14 @@ def segment_line(segment: Segment) -> str:
     return f"[{clock(segment.start)} → {clock(segment.end)}] {segment.text.strip()}"
 
 
-def footer_line(name: str, stats: TranscriptionStats) -> str:
+def footer_line(stats: TranscriptionStats) -> str:
+    """One short status line (the file's name is printed once, above it): fits in 80 columns."""
     duration = stats.audio.duration_s if stats.audio is not None else None
     total = f"/{duration:.1f}" if duration is not None else ""
+    provider = (stats.provider or "?").replace("ExecutionProvider", "")
     return (
-        f"{name} · audio {stats.audio_s:.1f}{total} s · elapsed {stats.elapsed_s:.1f} s · "
-        f"RTF {stats.rtf:.3f} · chunk p50 {stats.chunk_ms_percentile(50):.1f} ms "
-        f"p95 {stats.chunk_ms_percentile(95):.1f} ms · {stats.provider or '?'}"
+        f"{stats.audio_s:.1f}{total} s · {stats.elapsed_s:.1f} s elapsed · RTF {stats.rtf:.3f} · "
+        f"window p50/p95 {stats.chunk_ms_percentile(50):.1f}/{stats.chunk_ms_percentile(95):.1f} ms · {provider}"
     )
 
 
@@ -288,7 +289,7 @@ class LiveView:
     def _render(self) -> Group:
         return Group(
             Text(self._partial or "…", style="italic"),
-            Text(footer_line(self.name, self.stats), style="dim"),
+            Text(footer_line(self.stats), style="dim"),
         )
 
     def partial(self, result: Result) -> None:
@@ -309,7 +310,7 @@ class LiveView:
             self._live.stop()
             self._live = None
         if ok:
-            self.out.print(Text(footer_line(self.name, self.stats), style="dim"))
+            self.out.print(Text(footer_line(self.stats), style="dim"))
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -806,6 +807,11 @@ def _register_commands() -> None:
 
     for module in (cli_export, cli_live, cli_bench, cli_serve):
         module.register(app)
+    # The command list shows each command's whole first line (Click would cut it at 45 characters).
+    for typer_app in (app, models_app):
+        for info in typer_app.registered_commands:
+            if info.short_help is None and info.callback is not None and info.callback.__doc__:
+                info.short_help = info.callback.__doc__.strip().splitlines()[0]
 
 
 _register_commands()

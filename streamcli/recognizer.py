@@ -139,10 +139,6 @@ class ModelInfo:
     feature_type: str = "kaldi_fbank"  # kaldi_fbank | whisper_log10_mel (from the model metadata)
     second_pass: str | None = None  # what writes the finals at endpoints, None = the first pass
 
-    @property
-    def chunk_ms(self) -> int:
-        return self.shift_frames * self.frame_shift_ms
-
 
 class Recognizer(ABC):
     """Base of every model family: owns the model; streams hold per-stream state."""
@@ -365,11 +361,6 @@ class Stream:
             decoded_s=self.decoded_s,
             has_text=bool(ids),
         )
-
-    @property
-    def endpoint_rule(self) -> int | None:
-        """Which endpoint rule fired at the last is_endpoint() call (1, 2, 3) or None."""
-        return self._endpoint.last_rule
 
     def reset(self) -> Segment | None:
         """Finalizes the current utterance (None if empty) and starts a new one; times stay absolute."""

@@ -239,7 +239,7 @@ def test_endpoint_after_trailing_silence(test_zipformer_dir, speech):
         if s.is_endpoint():
             fired_at = s.decoded_s
             break
-    assert fired_at is not None and s.endpoint_rule == 2
+    assert fired_at is not None and s._endpoint.last_rule == 2
     assert fired_at >= s.result().tokens[-1].start + 1.0
     off = create_recognizer(
         RecognizerConfig(
