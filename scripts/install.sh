@@ -7,8 +7,8 @@ cd "$(dirname "$0")/.."
 
 # PortAudio for sounddevice; libsndfile for soundfile; PulseAudio + ALSA's pulse plugin for the live
 # end-to-end test (a null sink stands in for a microphone); espeak-ng/flite/festival voices/sox for
-# synthetic speech; fortunes + wordnet-base (sentences), wamerican (word list) for its text (text_corpus.py).
-APT_PACKAGES="libportaudio2 libsndfile1 pulseaudio pulseaudio-utils libasound2-plugins alsa-utils espeak-ng flite sox festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts fortunes wordnet-base wamerican"
+# synthetic speech; chromium for the captions-page browser test; fortunes + wordnet-base (sentences), wamerican (word list) for its text (text_corpus.py).
+APT_PACKAGES="chromium libportaudio2 libsndfile1 pulseaudio pulseaudio-utils libasound2-plugins alsa-utils espeak-ng flite sox festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts fortunes wordnet-base wamerican"
 
 SUDO=""
 if [ "$(id -u)" != "0" ]; then SUDO="sudo"; fi

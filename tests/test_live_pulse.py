@@ -284,3 +284,24 @@ def test_env_is_private(pulse):
     """The fixture never touches a user's server: its socket lives in its own temporary folder."""
     assert pulse.env["PULSE_SERVER"].startswith("unix:" + str(pulse.root))
     assert os.path.exists(str(pulse.socket))
+
+
+def test_two_pass_live_through_pulseaudio_matches_transcribe(pulse, tmp_path: Path):
+    """The shipped two-pass model: live's final words equal transcribe's for the same audio."""
+    import difflib
+
+    from streamcli.registry import default_model_dir
+
+    model = default_model_dir()
+    got = run_live_on_speech(pulse, model, tmp_path, "--sample-rate", "16000")
+    rows = [json.loads(line) for line in (tmp_path / "live.jsonl").read_text().splitlines()]
+    live_words = " ".join(r["text"] for r in rows).lower().split()
+    out = tmp_path / "ref.json"
+    done = subprocess.run([*CLI, "transcribe", str(SPEECH), "--model", str(model), "-o", str(out)],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    ref_words = json.loads(out.read_text())["text"].lower().split()
+    similarity = difflib.SequenceMatcher(None, live_words, ref_words).ratio()
+    print(f"\ntwo-pass live vs transcribe: word similarity {similarity:.3f} ({len(live_words)} / {len(ref_words)} words)")
+    assert len(ref_words) >= 20 and similarity >= 0.9, (live_words, ref_words)
+    assert got["stats"]["dropped_blocks"] == 0

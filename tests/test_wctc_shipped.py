@@ -40,10 +40,11 @@ def test_shipped_folder_is_complete_and_small():
     assert f"W = {meta['window_frames']}" in card and f"O = {meta['overlap_frames']}" in card
 
 
-def test_shipped_model_is_the_default():
+def test_shipped_model_is_listed_but_not_the_default():
     from streamcli import registry
 
-    assert Path(registry.default_model_dir()).resolve() == SHIPPED.resolve()
+    assert SHIPPED.resolve() in [p.resolve() for p in registry.shipped_models()]
+    assert Path(registry.default_model_dir()).resolve() != SHIPPED.resolve()  # the two-pass model is
 
 
 @pytest.fixture(scope="module")
