@@ -43,8 +43,9 @@ def main() -> int:
     args = ap.parse_args()
     import ctranslate2
 
-    ref_model = ctranslate2.models.Whisper(str(package_model_dir()), device="cpu", compute_type="float32",
-                                           intra_threads=args.threads)
+    ref_model = ctranslate2.models.Whisper(
+        str(package_model_dir()), device="cpu", compute_type="float32", intra_threads=args.threads
+    )
     ours = WhisperSecondPass(device="cpu", threads=args.threads)
     with open(args.data, newline="", encoding="utf-8") as f:
         rows = list(csv.DictReader(f, delimiter="\t"))
@@ -55,16 +56,21 @@ def main() -> int:
         mel = mel30(args.data.parent / row["path"])
         frames = ours.encoder.run(["encoder_out"], {"mel": mel})[0]
         mine = ours.decode(frames, 30.0, guards=False).token_ids
-        theirs = ref_model.generate(ctranslate2.StorageView.from_array(mel), [[SOT, NO_TIMESTAMPS]],
-                                    beam_size=1)[0].sequences_ids[0]
+        theirs = ref_model.generate(
+            ctranslate2.StorageView.from_array(mel), [[SOT, NO_TIMESTAMPS]], beam_size=1
+        )[0].sequences_ids[0]
         if mine == theirs:
             same += 1
         else:
-            first = next((i for i, (a, b) in enumerate(zip(mine, theirs, strict=False)) if a != b),
-                         min(len(mine), len(theirs)))
-            differ.append(f"{row['id']}: first difference at token {first} of {len(theirs)}: "
-                          f"ours {ours.tokenizer.decode(mine[first:first + 5])!r} vs "
-                          f"ctranslate2 {ours.tokenizer.decode(theirs[first:first + 5])!r}")
+            first = next(
+                (i for i, (a, b) in enumerate(zip(mine, theirs, strict=False)) if a != b),
+                min(len(mine), len(theirs)),
+            )
+            differ.append(
+                f"{row['id']}: first difference at token {first} of {len(theirs)}: "
+                f"ours {ours.tokenizer.decode(mine[first : first + 5])!r} vs "
+                f"ctranslate2 {ours.tokenizer.decode(theirs[first : first + 5])!r}"
+            )
     print(f"{same}/{len(rows)} files give identical tokens ({time.perf_counter() - t0:.0f} s)")
     for line in differ:
         print("  " + line)

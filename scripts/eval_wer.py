@@ -208,7 +208,8 @@ def main(argv: list[str] | None = None) -> int:
         per_subset = {}
         for name, group in sorted(subsets.items()):
             sub = score(group, hypotheses)
-            per_subset[name] = {"utterances": sub.utterances, "wer": round(sub.wer, 5), "cer": round(sub.cer, 5)}
+            per_subset[name] = {"utterances": sub.utterances, "wer": round(sub.wer, 5),
+                                "cer": round(sub.cer, 5)}
         if args.out_tsv is not None:
             write_details(args.out_tsv, rows, hypotheses)
     except Exception as exc:  # one line for the user; --debug for the traceback
@@ -233,11 +234,14 @@ def main(argv: list[str] | None = None) -> int:
           f"{rates.words.substitutions} sub, {rates.words.deletions} del, {rates.words.insertions} ins)  "
           f"CER {100 * rates.cer:.2f}%  on {rates.utterances} utterances of {args.data}")
     for name, sub in per_subset.items():
-        print(f"  {name:28s} {sub['utterances']:4d} utt  WER {100 * sub['wer']:6.2f}%  CER {100 * sub['cer']:6.2f}%")
+        wer, cer = 100 * sub["wer"], 100 * sub["cer"]
+        print(f"  {name:28s} {sub['utterances']:4d} utt  WER {wer:6.2f}%  CER {cer:6.2f}%")
     if facts.get("real_time_factor") is not None:
         print(f"provider {facts.get('provider')}, RTF {facts['real_time_factor']}, window p50/p95 "
-              f"{facts['window_ms_p50']}/{facts['window_ms_p95']} ms, second pass {facts.get('second_pass')}: "
-              f"{facts.get('final_segments')} finals, p50/p95 {facts.get('final_ms_p50')}/{facts.get('final_ms_p95')} ms")
+              f"{facts['window_ms_p50']}/{facts['window_ms_p95']} ms, "
+              f"second pass {facts.get('second_pass')}: "
+              f"{facts.get('final_segments')} finals, p50/p95 {facts.get('final_ms_p50')}/"
+              f"{facts.get('final_ms_p95')} ms")
     if args.json is not None:
         tmp = args.json.with_name(args.json.name + ".tmp")
         tmp.write_text(json.dumps(summary, indent=1) + "\n", encoding="utf-8")

@@ -5,7 +5,8 @@ Writes encoder.onnx (one streaming step, any even W/O; metadata names the featur
 Whisper tiny.en second pass) and tokens.txt, then checks the export: ONNX streaming equals the torch
 model's masked full-sequence reference for several W/O (O = 0 and hop < O included).
 
-    python scripts/export_student.py runs/student/final.pt models/streamcli-whisper-stream-en --window 100 --overlap 26
+    python scripts/export_student.py runs/student/final.pt models/streamcli-whisper-stream-en \
+        --window 100 --overlap 26
 """
 
 from __future__ import annotations
@@ -57,14 +58,26 @@ def main() -> int:
     model.eval()
     args.out.mkdir(parents=True, exist_ok=True)
     name = args.name or args.out.name
-    meta = export_student(model, args.out / "encoder.onnx", args.window, args.overlap, model_name=name,
-                          extra_metadata={"second_pass": "whisper-tiny.en",
-                                          "training_steps": str(ckpt.get("step", "")),
-                                          "training_hours_of_audio": f"{ckpt.get('hours', 0):.2f}"})
-    (args.out / "tokens.txt").write_text("".join(f"{t} {i}\n" for i, t in enumerate(char_tokens())), encoding="utf-8")
+    meta = export_student(
+        model,
+        args.out / "encoder.onnx",
+        args.window,
+        args.overlap,
+        model_name=name,
+        extra_metadata={
+            "second_pass": "whisper-tiny.en",
+            "training_steps": str(ckpt.get("step", "")),
+            "training_hours_of_audio": f"{ckpt.get('hours', 0):.2f}",
+        },
+    )
+    (args.out / "tokens.txt").write_text(
+        "".join(f"{t} {i}\n" for i, t in enumerate(char_tokens())), encoding="utf-8"
+    )
     worst = check(model, args.out / "encoder.onnx")
-    print(f"exported {args.out / 'encoder.onnx'} ({(args.out / 'encoder.onnx').stat().st_size / 1e6:.1f} MB, "
-          f"{meta['num_parameters']} parameters); worst difference {worst:.2e}")
+    print(
+        f"exported {args.out / 'encoder.onnx'} ({(args.out / 'encoder.onnx').stat().st_size / 1e6:.1f} MB, "
+        f"{meta['num_parameters']} parameters); worst difference {worst:.2e}"
+    )
     return 0 if worst <= 1e-4 else 1
 
 

@@ -70,6 +70,7 @@ async def client(url: str, audio: np.ndarray, hop_s: float) -> dict:
     sends: list[float] = []
     answers: list[float] = []
     async with connect(url, open_timeout=60) as ws:
+
         async def reader() -> None:
             # One answer per message; the server closes after the final result.
             with contextlib.suppress(ConnectionClosed):
@@ -101,8 +102,19 @@ async def client(url: str, audio: np.ndarray, hop_s: float) -> dict:
 
 
 def run_server_load(n: int, files: list[np.ndarray], args: argparse.Namespace, hop_s: float) -> dict:
-    cmd = [sys.executable, "-m", "streamcli", "serve", "--port", str(args.port), "--max-streams", str(max(n, 1)),
-           "--threads", str(args.threads), *args.serve_args]
+    cmd = [
+        sys.executable,
+        "-m",
+        "streamcli",
+        "serve",
+        "--port",
+        str(args.port),
+        "--max-streams",
+        str(max(n, 1)),
+        "--threads",
+        str(args.threads),
+        *args.serve_args,
+    ]
     server = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
     try:
         line = server.stderr.readline()
@@ -123,12 +135,15 @@ def run_server_load(n: int, files: list[np.ndarray], args: argparse.Namespace, h
         server.wait(timeout=60)
     lat = [x for r in results for x in r["latencies_ms"]]
     return {
-        "clients": n, "mode": "serve (batched)",
+        "clients": n,
+        "mode": "serve (batched)",
         "keeping_up": sum(r["keeps_up"] for r in results),
         "latency_beyond_wait_p50_ms": round(float(np.percentile(lat, 50)), 1) if lat else None,
         "latency_beyond_wait_p95_ms": round(float(np.percentile(lat, 95)), 1) if lat else None,
-        "server_cpu_s": round(cpu1 - cpu0, 1), "server_cpu_per_audio_s": round((cpu1 - cpu0) / (n * args.seconds), 4),
-        "server_peak_rss_mb": round(rss, 0), "wall_s": round(wall, 1),
+        "server_cpu_s": round(cpu1 - cpu0, 1),
+        "server_cpu_per_audio_s": round((cpu1 - cpu0) / (n * args.seconds), 4),
+        "server_peak_rss_mb": round(rss, 0),
+        "wall_s": round(wall, 1),
     }
 
 
@@ -138,8 +153,21 @@ def run_process_load(n: int, files: list[np.ndarray], args: argparse.Namespace, 
     for i in range(n):
         wav = tmp / f"in{i}.wav"
         sf.write(wav, files[i % len(files)], 16000)
-        cmd = [sys.executable, "-m", "streamcli", "live", "--input-file", str(wav), "--input-speed", "1",
-               "--threads", "1", "--stats-json", str(tmp / f"s{i}.json"), *args.serve_args]
+        cmd = [
+            sys.executable,
+            "-m",
+            "streamcli",
+            "live",
+            "--input-file",
+            str(wav),
+            "--input-speed",
+            "1",
+            "--threads",
+            "1",
+            "--stats-json",
+            str(tmp / f"s{i}.json"),
+            *args.serve_args,
+        ]
         procs.append(subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
     t0 = time.monotonic()
     usage = []
@@ -155,13 +183,17 @@ def run_process_load(n: int, files: list[np.ndarray], args: argparse.Namespace, 
             s = json.loads(f.read_text())
             p95 = s.get("latency_p95_ms")
             p95s.append(p95 or 0)
-            kept += int(s.get("dropped_blocks", 0) == 0 and p95 is not None and p95 < hop_s * 1000 + 1000 * MESSAGE_S)
+            kept += int(
+                s.get("dropped_blocks", 0) == 0 and p95 is not None and p95 < hop_s * 1000 + 1000 * MESSAGE_S
+            )
     return {
-        "clients": n, "mode": "one process per stream",
+        "clients": n,
+        "mode": "one process per stream",
         "keeping_up": kept,
         "latency_p95_ms_median_of_processes": round(float(np.median(p95s)), 1) if p95s else None,
         "cpu_s": round(sum(r.ru_utime + r.ru_stime for r in usage), 1),
-        "peak_rss_mb_sum": round(sum(r.ru_maxrss for r in usage) / 1024, 0), "wall_s": round(wall, 1),
+        "peak_rss_mb_sum": round(sum(r.ru_maxrss for r in usage) / 1024, 0),
+        "wall_s": round(wall, 1),
     }
 
 
@@ -169,13 +201,19 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--clients", default="1,8,32,64")
     ap.add_argument("--seconds", type=float, default=20.0)
-    ap.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[1].parent / "shared/data/dev/dev.tsv")
+    ap.add_argument(
+        "--data", type=Path, default=Path(__file__).resolve().parents[1].parent / "shared/data/dev/dev.tsv"
+    )
     ap.add_argument("--port", type=int, default=27123)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--hop-ms", type=float, default=None, help="the model's hop (default: read from the model)")
+    ap.add_argument(
+        "--hop-ms", type=float, default=None, help="the model's hop (default: read from the model)"
+    )
     ap.add_argument("--compare-processes", default="", help="N values for the one-process-per-stream run")
     ap.add_argument("--json", type=Path)
-    ap.add_argument("serve_args", nargs="*", help="extra options for serve/live, after --, e.g. -- --no-rescore")
+    ap.add_argument(
+        "serve_args", nargs="*", help="extra options for serve/live, after --, e.g. -- --no-rescore"
+    )
     args = ap.parse_args()
     if args.hop_ms is None:
         from streamcli.recognizer import RecognizerConfig, create_recognizer
@@ -194,7 +232,9 @@ def main() -> int:
         print(json.dumps(row), flush=True)
         rows.append(row)
     if args.json:
-        args.json.write_text(json.dumps({"hop_ms": args.hop_ms, "seconds": args.seconds, "rows": rows}, indent=1))
+        args.json.write_text(
+            json.dumps({"hop_ms": args.hop_ms, "seconds": args.seconds, "rows": rows}, indent=1)
+        )
     return 0
 
 

@@ -35,6 +35,7 @@ from streamcli.features import compute_features
 from streamcli.metrics import corpus_error_rates
 from streamcli.train.data import (
     Utterance,
+    augment_log10_mel,
     colored_noises,
     cosine_lr,
     encode_text,
@@ -44,7 +45,6 @@ from streamcli.train.data import (
     read_tsv,
     refuse_eval_data,
     speed_perturb,
-    augment_log10_mel,
 )
 from streamcli.train.whisper_student import (
     WORD_BOUNDARY,
@@ -100,8 +100,13 @@ def greedy_text(logits: torch.Tensor, length: int, tokens: list[str]) -> str:
     return " ".join("".join(out).replace(WORD_BOUNDARY, " ").split())
 
 
-def evaluate(model: WhisperStudent, feats: list[np.ndarray], texts: list[str], tokens: list[str],
-             window: tuple[int, int]) -> tuple[float, float]:
+def evaluate(
+    model: WhisperStudent,
+    feats: list[np.ndarray],
+    texts: list[str],
+    tokens: list[str],
+    window: tuple[int, int],
+) -> tuple[float, float]:
     model.eval()
     pairs = []
     with torch.no_grad():
@@ -183,13 +188,20 @@ def main() -> None:
         per_speed = [np.load(f) for f in files]
         frames = max(f.shape[0] for f in per_speed)
         repeats = sum(1 for a, b in zip(ids, ids[1:], strict=False) if a == b)
-        if not ids or frames > args.max_utterance_s * 100 or min(f.shape[0] for f in per_speed) // 2 < len(ids) + repeats:
+        if (
+            not ids
+            or frames > args.max_utterance_s * 100
+            or min(f.shape[0] for f in per_speed) // 2 < len(ids) + repeats
+        ):
             continue
         for s, f in zip(speeds, per_speed, strict=True):
             data[s].append(f)
         targets.append(ids)
     hours = sum(f.shape[0] for f in data[1.0]) / 100 / 3600
-    print(f"{len(targets)} training utterances ({hours:.2f} h at speed 1.0), {len(held_feats)} held out", flush=True)
+    print(
+        f"{len(targets)} training utterances ({hours:.2f} h at speed 1.0), {len(held_feats)} held out",
+        flush=True,
+    )
 
     weights, _ = load_tiny_en()
     teacher = WhisperTeacher()
@@ -206,12 +218,20 @@ def main() -> None:
 
     head_params = [p for n, p in model.named_parameters() if n.startswith("head.") or "rel_bias" in n]
     conv_params = [p for n, p in model.named_parameters() if n.startswith("conv")]
-    enc_params = [p for n, p in model.named_parameters()
-                  if not (n.startswith("head.") or "rel_bias" in n or n.startswith("conv"))]
+    enc_params = [
+        p
+        for n, p in model.named_parameters()
+        if not (n.startswith("head.") or "rel_bias" in n or n.startswith("conv"))
+    ]
     opt = torch.optim.AdamW(
-        [{"params": enc_params, "lr_base": args.lr_encoder}, {"params": conv_params, "lr_base": args.lr_encoder},
-         {"params": head_params, "lr_base": args.lr_head}],
-        lr=args.lr_encoder, weight_decay=1e-2, betas=(0.9, 0.98),
+        [
+            {"params": enc_params, "lr_base": args.lr_encoder},
+            {"params": conv_params, "lr_base": args.lr_encoder},
+            {"params": head_params, "lr_base": args.lr_head},
+        ],
+        lr=args.lr_encoder,
+        weight_decay=1e-2,
+        betas=(0.9, 0.98),
     )
     if "optimizer" in ckpt:
         opt.load_state_dict(ckpt["optimizer"])
@@ -231,8 +251,18 @@ def main() -> None:
 
     def checkpoint(name: str, epoch: int) -> None:
         tmp = out / f".{name}.tmp"
-        save_student(str(tmp), model, {"optimizer": opt.state_dict(), "step": step, "elapsed_s": elapsed(),
-                                       "epoch": epoch, "hours": hours, "args": vars(args)})
+        save_student(
+            str(tmp),
+            model,
+            {
+                "optimizer": opt.state_dict(),
+                "step": step,
+                "elapsed_s": elapsed(),
+                "epoch": epoch,
+                "hours": hours,
+                "args": vars(args),
+            },
+        )
         os.replace(tmp, out / name)
 
     def log_line(**fields: object) -> None:
@@ -249,8 +279,12 @@ def main() -> None:
         for batch in make_batches(lengths, args.max_batch_frames, rng):
             speed = rng.choice(speeds)
             clean = [data[speed][i].astype(np.float32) for i in batch]
-            noisy = [augment_log10_mel(c, rng_np, noises, args.noise_prob, args.reverb_prob, args.specaugment, floor)
-                     for c in clean]
+            noisy = [
+                augment_log10_mel(
+                    c, rng_np, noises, args.noise_prob, args.reverb_prob, args.specaugment, floor
+                )
+                for c in clean
+            ]
             x_clean, flen = collate(clean, -10.0)
             x_noisy, _ = collate(noisy, floor)
             ys = [torch.tensor(targets[i]) for i in batch]
@@ -269,9 +303,15 @@ def main() -> None:
                 logits = model.head(hidden)
             hidden = hidden.float()
             log_probs = logits.float().log_softmax(-1).transpose(0, 1)
-            loss_ctc = ctc(log_probs, torch.cat(ys).to(device), enc_len.to(device),
-                           torch.tensor([len(y) for y in ys], device=device))
-            valid = (torch.arange(hidden.shape[1], device=device)[None, :] < enc_len[:, None].to(device))[:, 1:]
+            loss_ctc = ctc(
+                log_probs,
+                torch.cat(ys).to(device),
+                enc_len.to(device),
+                torch.tensor([len(y) for y in ys], device=device),
+            )
+            valid = (torch.arange(hidden.shape[1], device=device)[None, :] < enc_len[:, None].to(device))[
+                :, 1:
+            ]
             diff = (hidden[:, 1:] - target[:, :-1]).pow(2).mean(-1)
             loss_dist = (diff * valid).sum() / valid.sum()
             loss = loss_ctc + args.distill_weight * loss_dist
@@ -285,9 +325,16 @@ def main() -> None:
             ctc_avg = a * (ctc_avg or 0) + (1 - a) * loss_ctc.item()
             dist_avg = a * (dist_avg or 0) + (1 - a) * loss_dist.item()
             if step % 25 == 0:
-                log_line(step=step, epoch=epoch, loss=round(loss_avg, 4), ctc=round(ctc_avg, 4),
-                         distill=round(dist_avg, 4), lr_head=opt.param_groups[2]["lr"],
-                         elapsed_min=round(elapsed() / 60, 2), window=[w, o])
+                log_line(
+                    step=step,
+                    epoch=epoch,
+                    loss=round(loss_avg, 4),
+                    ctc=round(ctc_avg, 4),
+                    distill=round(dist_avg, 4),
+                    lr_head=opt.param_groups[2]["lr"],
+                    elapsed_min=round(elapsed() / 60, 2),
+                    window=[w, o],
+                )
             if time.time() - last_ckpt > args.checkpoint_minutes * 60:
                 checkpoint("last.pt", epoch)
                 last_ckpt = time.time()
@@ -304,7 +351,9 @@ def main() -> None:
     if held_feats:
         for win in ((100, 26), (200, 50)):
             wer, cer = evaluate(model, held_feats, held_texts, tokens, win)
-            log_line(step=step, heldout_wer=round(wer, 4), heldout_cer=round(cer, 4), window=list(win), final=True)
+            log_line(
+                step=step, heldout_wer=round(wer, 4), heldout_cer=round(cer, 4), window=list(win), final=True
+            )
     checkpoint("last.pt", epoch)
     checkpoint("final.pt", epoch)
     print(f"done: {step} steps, {elapsed() / 60:.1f} min -> {out / 'final.pt'}", flush=True)

@@ -87,7 +87,10 @@ def align_words(
     frames = ctc_align(log_probs, targets) if log_probs is not None and len(log_probs) else None
     if frames is None:
         step = (end_s - start_s) / max(1, len(words))
-        return [Word(w, round(start_s + i * step, 3), round(start_s + (i + 1) * step, 3)) for i, w in enumerate(words)]
+        return [
+            Word(w, round(start_s + i * step, 3), round(start_s + (i + 1) * step, 3))
+            for i, w in enumerate(words)
+        ]
     starts: list[float | None] = []
     ends: list[float | None] = []
     for fi, li in zip(first_index, last_index, strict=True):

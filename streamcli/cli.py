@@ -231,7 +231,8 @@ def footer_line(stats: TranscriptionStats) -> str:
     provider = (stats.provider or "?").replace("ExecutionProvider", "")
     return (
         f"{stats.audio_s:.1f}{total} s · {stats.elapsed_s:.1f} s elapsed · RTF {stats.rtf:.3f} · "
-        f"window p50/p95 {stats.chunk_ms_percentile(50):.1f}/{stats.chunk_ms_percentile(95):.1f} ms · {provider}"
+        f"window p50/p95 {stats.chunk_ms_percentile(50):.1f}/{stats.chunk_ms_percentile(95):.1f} ms"
+        f" · {provider}"
     )
 
 

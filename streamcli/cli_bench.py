@@ -83,7 +83,8 @@ def _config_table(r: bench.ConfigResult) -> Table:
         if a.first_pass_wer is not None and a.first_pass_cer is not None:
             rtf1 = "-" if a.first_pass_rtf is None else f"{a.first_pass_rtf:.3f}"
             rows.append(("accuracy, first pass alone",
-                         f"WER {100 * a.first_pass_wer:.2f}% / CER {100 * a.first_pass_cer:.2f}% (RTF {rtf1})"))
+                         f"WER {100 * a.first_pass_wer:.2f}% / CER {100 * a.first_pass_cer:.2f}% "
+                         f"(RTF {rtf1})"))
     if r.streams_keeping_up is not None:
         rows.append(("streams keeping up (batched)", f"{r.streams_keeping_up} of {r.streams[-1].streams}"))
     if r.peer is not None:

@@ -33,24 +33,37 @@ def serve(
     rescore: bool | None = RESCORE_OPTION,
     max_streams: int = typer.Option(64, "--max-streams", help="Refuse connections beyond this many streams."),
     max_message_kb: int = typer.Option(1024, "--max-message-kb", help="Largest WebSocket message (KiB)."),
-    idle_timeout: float = typer.Option(30.0, "--idle-timeout", help="Close a connection silent this long (s)."),
-    token: str | None = typer.Option(None, "--token", help="Require ?token=SECRET or 'Authorization: Bearer SECRET'."),
+    idle_timeout: float = typer.Option(
+        30.0, "--idle-timeout", help="Close a connection silent this long (s)."
+    ),
+    token: str | None = typer.Option(
+        None, "--token", help="Require ?token=SECRET or 'Authorization: Bearer SECRET'."
+    ),
     debug: bool = DEBUG_OPTION,
 ) -> None:
     """Serve live transcription over WebSocket (vosk-server protocol) and a captions page at /."""
 
     def body() -> None:
-        from streamcli.serve import Server, ServeConfig
+        from streamcli.serve import ServeConfig, Server
 
-        config = ServeConfig(host=host, port=port, max_streams=max_streams, max_message_bytes=max_message_kb * 1024,
-                             idle_timeout_s=idle_timeout, token=token).validate()
+        config = ServeConfig(
+            host=host,
+            port=port,
+            max_streams=max_streams,
+            max_message_bytes=max_message_kb * 1024,
+            idle_timeout_s=idle_timeout,
+            token=token,
+        ).validate()
         recognizer = load_recognizer(model, device, threads, 0, None, window, overlap, rescore)
 
         def ready(bound: int) -> None:
             err_console.print(
-                f"serving {recognizer.info.name} on ws://{host}:{bound}/ (captions page: http://{host}:{bound}/); "
+                f"serving {recognizer.info.name} on ws://{host}:{bound}/ "
+                f"(captions page: http://{host}:{bound}/); "
                 f"up to {max_streams} streams; Ctrl-C to stop",
-                markup=False, highlight=False, soft_wrap=True,
+                markup=False,
+                highlight=False,
+                soft_wrap=True,
             )
 
         Server(recognizer, config, on_ready=ready).run()

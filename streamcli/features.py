@@ -124,15 +124,21 @@ class OnlineWhisperLogMel(OnlineFbank):
         return frames
 
 
-FEATURE_TYPES: dict[str, type[OnlineFbank]] = {"kaldi_fbank": OnlineFbank, "whisper_log10_mel": OnlineWhisperLogMel}
+FEATURE_TYPES: dict[str, type[OnlineFbank]] = {
+    "kaldi_fbank": OnlineFbank,
+    "whisper_log10_mel": OnlineWhisperLogMel,
+}
 
 
-def feature_extractor(feature_type: str, feature_dim: int = 80, sample_rate: int = SAMPLE_RATE_HZ) -> OnlineFbank:
+def feature_extractor(
+    feature_type: str, feature_dim: int = 80, sample_rate: int = SAMPLE_RATE_HZ
+) -> OnlineFbank:
     """The one place that maps a model's ``feature_type`` metadata to its online extractor."""
     try:
         cls = FEATURE_TYPES[feature_type]
     except KeyError:
-        raise ValueError(f"unknown feature_type {feature_type!r} (known: {', '.join(FEATURE_TYPES)})") from None
+        known = ", ".join(FEATURE_TYPES)
+        raise ValueError(f"unknown feature_type {feature_type!r} (known: {known})") from None
     return cls(feature_dim, sample_rate)
 
 

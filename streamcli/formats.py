@@ -81,7 +81,8 @@ VTT_HEADER = "WEBVTT\n\n"
 def srt_cue(index: int, seg: Segment) -> str:
     """One numbered SRT cue with its blank separator line (players reject zero-length cues)."""
     end = max(seg.end, seg.start + 0.001)
-    return f"{index}\n{timestamp(seg.start, decimal=',')} --> {timestamp(end, decimal=',')}\n{seg.text.strip()}\n\n"
+    span = f"{timestamp(seg.start, decimal=',')} --> {timestamp(end, decimal=',')}"
+    return f"{index}\n{span}\n{seg.text.strip()}\n\n"
 
 
 def vtt_cue(seg: Segment) -> str:
@@ -249,7 +250,8 @@ class DocumentWriter:
         if fmt == "json":
             directory = self._out.target.parent if str(self._out.target.parent) else Path(".")
             for key in ("words", "tokens", "text"):
-                self._spools[key] = tempfile.TemporaryFile("w+", encoding="utf-8", dir=directory)
+                # Closed by commit()/abort(); anonymous, so nothing is left if the process dies.
+                self._spools[key] = tempfile.TemporaryFile("w+", encoding="utf-8", dir=directory)  # noqa: SIM115
             self._out.write('{\n  "file": ' + json.dumps(file, ensure_ascii=False) + ',\n  "segments": [')
         elif fmt == "vtt":
             self._out.write(VTT_HEADER)
@@ -257,7 +259,8 @@ class DocumentWriter:
     def _spool(self, key: str, records: list) -> None:
         spool = self._spools[key]
         for record in records:
-            spool.write((",\n    " if self._counts[key] else "\n    ") + json.dumps(record, ensure_ascii=False))
+            sep = ",\n    " if self._counts[key] else "\n    "
+            spool.write(sep + json.dumps(record, ensure_ascii=False))
             self._counts[key] += 1
 
     def add(self, seg: Segment) -> None:

@@ -85,11 +85,14 @@ class RecognizerConfig:
         if self.beam > MAX_BEAM:
             raise ValueError(f"--beam {self.beam}: at most {MAX_BEAM} active paths")
         for name, value in (("window", self.window_frames), ("overlap", self.overlap_frames)):
-            if value is not None and not isinstance(value, bool) and isinstance(value, int) and value > MAX_WINDOW_FRAMES:
+            too_big = isinstance(value, int) and not isinstance(value, bool) and value > MAX_WINDOW_FRAMES
+            if too_big:
                 raise ValueError(f"--{name} {value}: at most {MAX_WINDOW_FRAMES} frames "
                                  f"({MAX_WINDOW_FRAMES // 100} s; one window is one encoder call)")
         if self.second_pass_frames not in ("teacher", "student"):
-            raise ValueError(f"second_pass_frames must be teacher or student, got {self.second_pass_frames!r}")
+            raise ValueError(
+                f"second_pass_frames must be teacher or student, got {self.second_pass_frames!r}"
+            )
         for name in ("window_frames", "overlap_frames"):
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):

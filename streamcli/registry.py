@@ -171,12 +171,22 @@ KNOWN_MODELS: dict[str, KnownModel] = {
             "0d3d19a32d3338f10357c0889762bd8d64bbdeba",
             aliases=("whisper-tiny.en",),
             files=(
-                ModelFile("model.bin", "1a5afae06a4db91c975c9a9d78be5cc110ee4ea022ad57d55492e4550e936b2a", 75537502),
-                ModelFile("config.json", "14b1b421a90349bc551b881461426b561a874049cb9e4c4864f2ca384f6a7cc5", 2317),
-                ModelFile("vocabulary.txt", "ff77588746d3a2595d32ab5b69ffd7b95ce2441ac57533cb66fc3eb575a115cf",
-                          422309),
-                ModelFile("tokenizer.json", "929c5252409436dce1b38a75d1abbcb5e132d170d8e324e4e04ed915fa2d22df",
-                          2128466),
+                ModelFile(
+                    "model.bin", "1a5afae06a4db91c975c9a9d78be5cc110ee4ea022ad57d55492e4550e936b2a", 75537502
+                ),
+                ModelFile(
+                    "config.json", "14b1b421a90349bc551b881461426b561a874049cb9e4c4864f2ca384f6a7cc5", 2317
+                ),
+                ModelFile(
+                    "vocabulary.txt",
+                    "ff77588746d3a2595d32ab5b69ffd7b95ce2441ac57533cb66fc3eb575a115cf",
+                    422309,
+                ),
+                ModelFile(
+                    "tokenizer.json",
+                    "929c5252409436dce1b38a75d1abbcb5e132d170d8e324e4e04ed915fa2d22df",
+                    2128466,
+                ),
             ),
         ),
     )
@@ -392,8 +402,8 @@ def sweep_partial_downloads(folder: Path) -> None:
     with contextlib.suppress(OSError):
         for path in folder.glob(f".*{_PART_SUFFIX}"):
             fields = path.name[: -len(_PART_SUFFIX)].rsplit(".", 2)
-            if len(fields) == 3 and fields[1].isdigit() and not path.is_symlink():
-                if int(fields[1]) != os.getpid() and not pid_alive(int(fields[1])):
+            ours = len(fields) == 3 and fields[1].isdigit() and not path.is_symlink()
+            if ours and int(fields[1]) != os.getpid() and not pid_alive(int(fields[1])):
                     with contextlib.suppress(OSError):
                         path.unlink()
 
@@ -530,7 +540,9 @@ def resolve_model(spec: str | os.PathLike[str] | None) -> Path:
         return verify_model(known, _available_precision(known))
     if os.sep in text or text.startswith("."):
         raise ModelError(f"{text}: no such model folder")
-    names = [m.name + (f" (alias {', '.join(m.aliases)})" if m.aliases else "") for m in KNOWN_MODELS.values()]
+    names = [
+        m.name + (f" (alias {', '.join(m.aliases)})" if m.aliases else "") for m in KNOWN_MODELS.values()
+    ]
     shipped = [p.name for p in shipped_models()]
     error = ModelError(f"unknown model {text!r}: not a folder and not a known name; known: "
                        f"{'; '.join(names)}; shipped: {', '.join(shipped) or 'none'}")

@@ -48,7 +48,9 @@ SILENCE_LOG_MEL = -10.0  # log10(1e-10): what zero samples give
 
 def bytes_to_unicode() -> dict[int, str]:
     """GPT-2's byte <-> printable character table used by Whisper's byte-level BPE vocabulary."""
-    printable = list(range(ord("!"), ord("~") + 1)) + list(range(0xA1, 0xAC + 1)) + list(range(0xAE, 0xFF + 1))
+    printable = (
+        list(range(ord("!"), ord("~") + 1)) + list(range(0xA1, 0xAC + 1)) + list(range(0xAE, 0xFF + 1))
+    )
     chars = list(printable)
     extra = 0
     for b in range(256):
@@ -117,8 +119,11 @@ def ensure_converted(folder: Path | None = None, quiet: bool = False) -> Path:
 
     folder = folder or onnx_dir()
     marker = folder / "source.json"
-    want = {"source_sha256": whisper_weights.TINY_EN_CT2_SHA256, "version": CONVERSION_VERSION,
-            "package": whisper_weights.PACKAGE}
+    want = {
+        "source_sha256": whisper_weights.TINY_EN_CT2_SHA256,
+        "version": CONVERSION_VERSION,
+        "package": whisper_weights.PACKAGE,
+    }
     if marker.is_file() and all((folder / f).is_file() for f in FILES):
         try:
             if json.loads(marker.read_text(encoding="utf-8")) == want:
@@ -128,18 +133,30 @@ def ensure_converted(folder: Path | None = None, quiet: bool = False) -> Path:
     from streamcli import whisper_onnx  # noqa: PLC0415 (needs the onnx package, only here)
 
     if not quiet:
-        print(f"note: converting Whisper tiny.en ({whisper_weights.PACKAGE}) to ONNX once, into {folder}",
-              file=sys.stderr, flush=True)
+        print(
+            f"note: converting Whisper tiny.en ({whisper_weights.PACKAGE}) to ONNX once, into {folder}",
+            file=sys.stderr,
+            flush=True,
+        )
     weights, source = whisper_weights.load_tiny_en()
     folder.mkdir(parents=True, exist_ok=True)
-    for name, build in zip(FILES, (whisper_onnx.build_encoder, whisper_onnx.build_cross_kv,
-                                   whisper_onnx.build_decoder), strict=True):
+    for name, build in zip(
+        FILES,
+        (whisper_onnx.build_encoder, whisper_onnx.build_cross_kv, whisper_onnx.build_decoder),
+        strict=True,
+    ):
         whisper_onnx.save_model(build(weights), folder / name)
     (folder / "vocabulary.txt").write_bytes((source / "vocabulary.txt").read_bytes())
     config = json.loads((source / "config.json").read_text(encoding="utf-8"))
-    (folder / "suppress.json").write_text(json.dumps({"suppress_ids": config.get("suppress_ids", []),
-                                                      "suppress_ids_begin": config.get("suppress_ids_begin", [])}),
-                                          encoding="utf-8")
+    (folder / "suppress.json").write_text(
+        json.dumps(
+            {
+                "suppress_ids": config.get("suppress_ids", []),
+                "suppress_ids_begin": config.get("suppress_ids_begin", []),
+            }
+        ),
+        encoding="utf-8",
+    )
     tmp = marker.with_name("source.json.tmp")
     tmp.write_text(json.dumps(want), encoding="utf-8")
     tmp.replace(marker)
@@ -154,7 +171,9 @@ def whisper_normalize(log_mel: np.ndarray) -> np.ndarray:
 class WhisperSecondPass:
     """Sessions of the converted Whisper graphs and the greedy decode with guards."""
 
-    def __init__(self, device: str = "auto", threads: int = 0, config: SecondPassConfig | None = None) -> None:
+    def __init__(
+        self, device: str = "auto", threads: int = 0, config: SecondPassConfig | None = None
+    ) -> None:
         self.config = config or SecondPassConfig()
         self.config.validate()
         folder = ensure_converted()
@@ -163,8 +182,9 @@ class WhisperSecondPass:
             self.cross_kv = create_session(folder / FILES[1], device, threads).session
             result = create_session(folder / FILES[2], device, threads)
         except Exception as e:  # a damaged cache file: one line, and how to rebuild
-            raise ModelError(f"{folder}: cannot load the converted Whisper files ({e}); delete the folder "
-                             "to convert again") from None
+            raise ModelError(
+                f"{folder}: cannot load the converted Whisper files ({e}); delete the folder to convert again"
+            ) from None
         self.decoder = result.session
         self.provider = result.provider
         self.tokenizer = WhisperTokenizer(folder / "vocabulary.txt")
@@ -202,7 +222,9 @@ class WhisperSecondPass:
         logprob_sum = 0.0
         no_speech_prob = 0.0
         for step in range(max_tokens):
-            logits, inputs["self_key"], inputs["self_value"] = self.decoder.run(None, {"tokens": feed, **inputs})
+            logits, inputs["self_key"], inputs["self_value"] = self.decoder.run(
+                None, {"tokens": feed, **inputs}
+            )
             row = logits[0].astype(np.float64)
             if step == 0:
                 probs = np.exp(row - row.max())

@@ -80,8 +80,13 @@ def merge_segments(segments: list[Segment]) -> Segment | None:
         return None
     if len(segments) == 1:
         return segments[0]
-    return Segment(start=segments[0].start, end=segments[-1].end, text=" ".join(s.text for s in segments),
-                   words=[w for s in segments for w in s.words], tokens=[t for s in segments for t in s.tokens])
+    return Segment(
+        start=segments[0].start,
+        end=segments[-1].end,
+        text=" ".join(s.text for s in segments),
+        words=[w for s in segments for w in s.words],
+        tokens=[t for s in segments for t in s.tokens],
+    )
 
 
 @dataclass
@@ -233,14 +238,16 @@ def _token_ok(config: ServeConfig, path: str, headers: Any) -> bool:
     given = (query.get("token") or [""])[0]
     auth = headers.get("Authorization", "") if headers is not None else ""
     if auth.startswith("Bearer "):
-        given = given or auth[len("Bearer "):]
+        given = given or auth[len("Bearer ") :]
     return hmac.compare_digest(given.encode(), config.token.encode())
 
 
 class Server:
     """The asyncio WebSocket server around one Scheduler; ``run()`` until SIGINT/SIGTERM."""
 
-    def __init__(self, recognizer: Any, config: ServeConfig, on_ready: Callable[[int], None] | None = None) -> None:
+    def __init__(
+        self, recognizer: Any, config: ServeConfig, on_ready: Callable[[int], None] | None = None
+    ) -> None:
         self.recognizer = recognizer
         self.config = config.validate()
         self.scheduler = Scheduler(recognizer)
@@ -314,13 +321,18 @@ class Server:
                     return
                 if isinstance(data, dict) and isinstance(data.get("config"), dict) and session is None:
                     value = data["config"].get("sample_rate", rate)
-                    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
-                        1000 <= value <= MAX_SAMPLE_RATE and float(value).is_integer()):
-                        await fail(f"config.sample_rate must be an integer 1000..{MAX_SAMPLE_RATE}, got {value!r}")
+                    if (
+                        isinstance(value, bool)
+                        or not isinstance(value, (int, float))
+                        or not (1000 <= value <= MAX_SAMPLE_RATE and float(value).is_integer())
+                    ):
+                        await fail(
+                            f"config.sample_rate must be an integer 1000..{MAX_SAMPLE_RATE}, got {value!r}"
+                        )
                         return
                     rate = int(value)
                     continue
-                await fail("expected binary audio, {\"config\": {...}} first, or {\"eof\" : 1}")
+                await fail('expected binary audio, {"config": {...}} first, or {"eof" : 1}')
                 return
         except Exception:  # the client vanished (connection reset): only its own stream ends
             return
@@ -352,8 +364,15 @@ class Server:
             with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
                 loop.add_signal_handler(sig, self._stopping.set)
         self.scheduler.start()
-        async with serve(self._handle, self.config.host, self.config.port, process_request=self._process_request,
-                         max_size=self.config.max_message_bytes, ping_interval=20, ping_timeout=20) as server:
+        async with serve(
+            self._handle,
+            self.config.host,
+            self.config.port,
+            process_request=self._process_request,
+            max_size=self.config.max_message_bytes,
+            ping_interval=20,
+            ping_timeout=20,
+        ) as server:
             self.port = server.sockets[0].getsockname()[1]
             if self.on_ready is not None:
                 self.on_ready(self.port)

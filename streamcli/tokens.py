@@ -46,7 +46,9 @@ class TokenTable:
                 raise ModelError(f"{path}:{lineno}: expected 'symbol id', got {line!r}")
             token_id = int(parts[1])
             if token_id >= MAX_TOKENS:
-                raise ModelError(f"{path}:{lineno}: token id {token_id} is beyond the limit of {MAX_TOKENS} tokens")
+                raise ModelError(
+                    f"{path}:{lineno}: token id {token_id} is beyond the limit of {MAX_TOKENS} tokens"
+                )
             if token_id in pairs:
                 raise ModelError(f"{path}:{lineno}: token id {token_id} appears twice "
                                  f"({pairs[token_id]!r} and {parts[0]!r})")

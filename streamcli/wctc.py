@@ -96,7 +96,10 @@ class WctcRecognizer(Recognizer):
     def __init__(self, config: RecognizerConfig, folder: Path, metadata: dict[str, str]) -> None:
         super().__init__(config)
         if config.search != "greedy":
-            raise ValueError("this model decodes with CTC greedy search only: --beam is for transducer models (leave it out)")
+            raise ValueError(
+                "this model decodes with CTC greedy search only: --beam is for transducer models "
+                "(leave it out)"
+            )
         missing = [k for k in _REQUIRED_METADATA if k not in metadata]
         if missing:
             raise ModelError(f"{folder}: wctc encoder metadata lacks {', '.join(missing)}")
@@ -143,7 +146,9 @@ class WctcRecognizer(Recognizer):
             if second != "whisper-tiny.en":
                 raise ModelError(f"{folder}: unknown second pass {second!r}")
             if self.second_pass_frames == "student" and "hidden" not in outputs:
-                raise ValueError(f"{folder.name}: the encoder has no hidden output for second_pass_frames=student")
+                raise ValueError(
+                    f"{folder.name}: the encoder has no hidden output for second_pass_frames=student"
+                )
             from streamcli.second_pass import SecondPassConfig, WhisperSecondPass  # noqa: PLC0415
 
             self.second_pass = WhisperSecondPass(config.device, config.threads,
@@ -174,7 +179,9 @@ class WctcRecognizer(Recognizer):
             files=(files["encoder"].name, "tokens.txt"),
             device_notice=notice,
             feature_type=self.feature_type,
-            second_pass=(f"whisper-tiny.en decoder ({self.second_pass_frames} frames)" if self.second_pass else None),
+            second_pass=(
+                f"whisper-tiny.en decoder ({self.second_pass_frames} frames)" if self.second_pass else None
+            ),
         )
         self._char_table = {t: i for i, t in enumerate(self.tokens.symbols)}
 

@@ -61,13 +61,22 @@ class _Graph:
         return self.op("Add", y, self.const(np.asarray(bias, np.float32), "b")) if bias is not None else y
 
     def layer_norm(self, x: str, gamma: np.ndarray, beta: np.ndarray) -> str:
-        return self.op("LayerNormalization", x, self.const(np.asarray(gamma, np.float32), "g"),
-                       self.const(np.asarray(beta, np.float32), "beta"), axis=-1, epsilon=1e-5)
+        return self.op(
+            "LayerNormalization",
+            x,
+            self.const(np.asarray(gamma, np.float32), "g"),
+            self.const(np.asarray(beta, np.float32), "beta"),
+            axis=-1,
+            epsilon=1e-5,
+        )
 
     def gelu(self, x: str) -> str:
         inner = self.op("Erf", self.op("Mul", x, self.const(np.float32(1.0 / math.sqrt(2.0)))))
-        return self.op("Mul", self.op("Mul", x, self.op("Add", inner, self.const(np.float32(1.0)))),
-                       self.const(np.float32(0.5)))
+        return self.op(
+            "Mul",
+            self.op("Mul", x, self.op("Add", inner, self.const(np.float32(1.0)))),
+            self.const(np.float32(0.5)),
+        )
 
     def heads(self, x: str, num_heads: int, head_dim: int) -> str:
         """(N, T, D) -> (N, H, T, hd)."""
@@ -89,8 +98,9 @@ class _Graph:
         from onnx import checker  # noqa: PLC0415
 
         graph = self.helper.make_graph(self.nodes, "whisper", inputs, outputs, self.initializers)
-        m = self.helper.make_model(graph, opset_imports=[self.helper.make_opsetid("", OPSET)],
-                                   producer_name="streamcli")
+        m = self.helper.make_model(
+            graph, opset_imports=[self.helper.make_opsetid("", OPSET)], producer_name="streamcli"
+        )
         m.ir_version = 8
         for key, value in metadata.items():
             entry = m.metadata_props.add()
@@ -110,27 +120,60 @@ def build_encoder(w: dict[str, np.ndarray]):  # noqa: ANN201 (an onnx.ModelProto
     g = _Graph()
     h = g.helper
     d, heads = dims.d_model, dims.num_heads
-    x = g.op("Conv", "mel", g.const(_f(w, "encoder/conv1/weight")), g.const(_f(w, "encoder/conv1/bias")),
-             kernel_shape=[3], pads=[1, 1])
+    x = g.op(
+        "Conv",
+        "mel",
+        g.const(_f(w, "encoder/conv1/weight")),
+        g.const(_f(w, "encoder/conv1/bias")),
+        kernel_shape=[3],
+        pads=[1, 1],
+    )
     x = g.gelu(x)
-    x = g.op("Conv", x, g.const(_f(w, "encoder/conv2/weight")), g.const(_f(w, "encoder/conv2/bias")),
-             kernel_shape=[3], pads=[1, 1], strides=[2])
+    x = g.op(
+        "Conv",
+        x,
+        g.const(_f(w, "encoder/conv2/weight")),
+        g.const(_f(w, "encoder/conv2/bias")),
+        kernel_shape=[3],
+        pads=[1, 1],
+        strides=[2],
+    )
     x = g.op("Transpose", g.gelu(x), perm=[0, 2, 1])
-    frames = g.op("Slice", g.op("Shape", x), g.const(np.array([1], np.int64)), g.const(np.array([2], np.int64)))
-    pe = g.op("Slice", g.const(_f(w, "encoder/position_encodings/encodings")), g.const(np.array([0], np.int64)),
-              frames, g.const(np.array([0], np.int64)))
+    frames = g.op(
+        "Slice", g.op("Shape", x), g.const(np.array([1], np.int64)), g.const(np.array([2], np.int64))
+    )
+    pe = g.op(
+        "Slice",
+        g.const(_f(w, "encoder/position_encodings/encodings")),
+        g.const(np.array([0], np.int64)),
+        frames,
+        g.const(np.array([0], np.int64)),
+    )
     x = g.op("Add", x, pe)
     for i in range(dims.encoder_layers):
         p = f"encoder/layer_{i}"
-        hn = g.layer_norm(x, w[f"{p}/self_attention/layer_norm/gamma"], w[f"{p}/self_attention/layer_norm/beta"])
-        q, k, v = g.op("Split", g.linear(hn, w[f"{p}/self_attention/linear_0/weight"],
-                                         w[f"{p}/self_attention/linear_0/bias"]),
-                       g.const(np.array([d, d, d], np.int64)), axis=-1, outputs=3)
+        hn = g.layer_norm(
+            x, w[f"{p}/self_attention/layer_norm/gamma"], w[f"{p}/self_attention/layer_norm/beta"]
+        )
+        q, k, v = g.op(
+            "Split",
+            g.linear(hn, w[f"{p}/self_attention/linear_0/weight"], w[f"{p}/self_attention/linear_0/bias"]),
+            g.const(np.array([d, d, d], np.int64)),
+            axis=-1,
+            outputs=3,
+        )
         att = g.attention(q, k, v, heads, d)
-        x = g.op("Add", x, g.linear(att, w[f"{p}/self_attention/linear_1/weight"], w[f"{p}/self_attention/linear_1/bias"]))
+        x = g.op(
+            "Add",
+            x,
+            g.linear(att, w[f"{p}/self_attention/linear_1/weight"], w[f"{p}/self_attention/linear_1/bias"]),
+        )
         hn = g.layer_norm(x, w[f"{p}/ffn/layer_norm/gamma"], w[f"{p}/ffn/layer_norm/beta"])
-        ff = g.linear(g.gelu(g.linear(hn, w[f"{p}/ffn/linear_0/weight"], w[f"{p}/ffn/linear_0/bias"])),
-                      w[f"{p}/ffn/linear_1/weight"], w[f"{p}/ffn/linear_1/bias"])
+        ff = g.linear(
+            g.gelu(g.linear(hn, w[f"{p}/ffn/linear_0/weight"], w[f"{p}/ffn/linear_0/bias"])),
+            w[f"{p}/ffn/linear_1/weight"],
+            w[f"{p}/ffn/linear_1/bias"],
+        )
         x = g.op("Add", x, ff)
     enc = g.layer_norm(x, w["encoder/layer_norm/gamma"], w["encoder/layer_norm/beta"])
     g.op("Identity", enc, out_names=["encoder_out"])
@@ -156,8 +199,13 @@ def build_cross_kv(w: dict[str, np.ndarray]):  # noqa: ANN201
     keys, values = [], []
     for i in range(layers):
         p = f"decoder/layer_{i}/attention/linear_1"
-        k, v = g.op("Split", g.linear(enc, w[f"{p}/weight"], w[f"{p}/bias"]), g.const(np.array([d, d], np.int64)),
-                    axis=-1, outputs=2)
+        k, v = g.op(
+            "Split",
+            g.linear(enc, w[f"{p}/weight"], w[f"{p}/bias"]),
+            g.const(np.array([d, d], np.int64)),
+            axis=-1,
+            outputs=2,
+        )
         axis0 = g.const(np.array([0], np.int64))
         keys.append(g.op("Unsqueeze", k, axis0))
         values.append(g.op("Unsqueeze", v, axis0))
@@ -166,8 +214,10 @@ def build_cross_kv(w: dict[str, np.ndarray]):  # noqa: ANN201
     f = TensorProto.FLOAT
     return g.model(
         [h.make_tensor_value_info("encoder_out", f, ["N", "S", d])],
-        [h.make_tensor_value_info("cross_key", f, [layers, "N", "S", d]),
-         h.make_tensor_value_info("cross_value", f, [layers, "N", "S", d])],
+        [
+            h.make_tensor_value_info("cross_key", f, [layers, "N", "S", d]),
+            h.make_tensor_value_info("cross_value", f, [layers, "N", "S", d]),
+        ],
         {"model_type": "whisper-cross-kv", "num_layers": str(layers)},
     )
 
@@ -196,24 +246,44 @@ def build_decoder(w: dict[str, np.ndarray]):  # noqa: ANN201
     for i in range(layers):
         p = f"decoder/layer_{i}"
         layer = i64(i)
-        hn = g.layer_norm(x, w[f"{p}/self_attention/layer_norm/gamma"], w[f"{p}/self_attention/layer_norm/beta"])
-        q, k, v = g.op("Split", g.linear(hn, w[f"{p}/self_attention/linear_0/weight"],
-                                         w[f"{p}/self_attention/linear_0/bias"]),
-                       i64([d, d, d]), axis=-1, outputs=3)
+        hn = g.layer_norm(
+            x, w[f"{p}/self_attention/layer_norm/gamma"], w[f"{p}/self_attention/layer_norm/beta"]
+        )
+        q, k, v = g.op(
+            "Split",
+            g.linear(hn, w[f"{p}/self_attention/linear_0/weight"], w[f"{p}/self_attention/linear_0/bias"]),
+            i64([d, d, d]),
+            axis=-1,
+            outputs=3,
+        )
         k_all = g.op("Concat", g.op("Gather", "self_key", layer, axis=0), k, axis=1)
         v_all = g.op("Concat", g.op("Gather", "self_value", layer, axis=0), v, axis=1)
         new_keys.append(g.op("Unsqueeze", k_all, i64([0])))
         new_values.append(g.op("Unsqueeze", v_all, i64([0])))
         att = g.attention(q, k_all, v_all, heads, d, mask)
-        x = g.op("Add", x, g.linear(att, w[f"{p}/self_attention/linear_1/weight"], w[f"{p}/self_attention/linear_1/bias"]))
+        x = g.op(
+            "Add",
+            x,
+            g.linear(att, w[f"{p}/self_attention/linear_1/weight"], w[f"{p}/self_attention/linear_1/bias"]),
+        )
         hn = g.layer_norm(x, w[f"{p}/attention/layer_norm/gamma"], w[f"{p}/attention/layer_norm/beta"])
         q = g.linear(hn, w[f"{p}/attention/linear_0/weight"], w[f"{p}/attention/linear_0/bias"])
-        att = g.attention(q, g.op("Gather", "cross_key", layer, axis=0), g.op("Gather", "cross_value", layer, axis=0),
-                          heads, d)
-        x = g.op("Add", x, g.linear(att, w[f"{p}/attention/linear_2/weight"], w[f"{p}/attention/linear_2/bias"]))
+        att = g.attention(
+            q,
+            g.op("Gather", "cross_key", layer, axis=0),
+            g.op("Gather", "cross_value", layer, axis=0),
+            heads,
+            d,
+        )
+        x = g.op(
+            "Add", x, g.linear(att, w[f"{p}/attention/linear_2/weight"], w[f"{p}/attention/linear_2/bias"])
+        )
         hn = g.layer_norm(x, w[f"{p}/ffn/layer_norm/gamma"], w[f"{p}/ffn/layer_norm/beta"])
-        ff = g.linear(g.gelu(g.linear(hn, w[f"{p}/ffn/linear_0/weight"], w[f"{p}/ffn/linear_0/bias"])),
-                      w[f"{p}/ffn/linear_1/weight"], w[f"{p}/ffn/linear_1/bias"])
+        ff = g.linear(
+            g.gelu(g.linear(hn, w[f"{p}/ffn/linear_0/weight"], w[f"{p}/ffn/linear_0/bias"])),
+            w[f"{p}/ffn/linear_1/weight"],
+            w[f"{p}/ffn/linear_1/bias"],
+        )
         x = g.op("Add", x, ff)
     g.op("Concat", *new_keys, axis=0, out_names=["new_self_key"])
     g.op("Concat", *new_values, axis=0, out_names=["new_self_value"])
@@ -224,15 +294,26 @@ def build_decoder(w: dict[str, np.ndarray]):  # noqa: ANN201
     f = TensorProto.FLOAT
     cache = [layers, "N", "P", d]
     return g.model(
-        [h.make_tensor_value_info("tokens", TensorProto.INT64, ["N", "n"]),
-         h.make_tensor_value_info("self_key", f, cache), h.make_tensor_value_info("self_value", f, cache),
-         h.make_tensor_value_info("cross_key", f, [layers, "N", "S", d]),
-         h.make_tensor_value_info("cross_value", f, [layers, "N", "S", d])],
-        [h.make_tensor_value_info("logits", f, ["N", dims.vocab_size]),
-         h.make_tensor_value_info("new_self_key", f, [layers, "N", "Pn", d]),
-         h.make_tensor_value_info("new_self_value", f, [layers, "N", "Pn", d])],
-        {"model_type": "whisper-decoder", "d_model": str(d), "num_heads": str(heads), "num_layers": str(layers),
-         "vocab_size": str(dims.vocab_size), "max_positions": str(dims.max_target_positions)},
+        [
+            h.make_tensor_value_info("tokens", TensorProto.INT64, ["N", "n"]),
+            h.make_tensor_value_info("self_key", f, cache),
+            h.make_tensor_value_info("self_value", f, cache),
+            h.make_tensor_value_info("cross_key", f, [layers, "N", "S", d]),
+            h.make_tensor_value_info("cross_value", f, [layers, "N", "S", d]),
+        ],
+        [
+            h.make_tensor_value_info("logits", f, ["N", dims.vocab_size]),
+            h.make_tensor_value_info("new_self_key", f, [layers, "N", "Pn", d]),
+            h.make_tensor_value_info("new_self_value", f, [layers, "N", "Pn", d]),
+        ],
+        {
+            "model_type": "whisper-decoder",
+            "d_model": str(d),
+            "num_heads": str(heads),
+            "num_layers": str(layers),
+            "vocab_size": str(dims.vocab_size),
+            "max_positions": str(dims.max_target_positions),
+        },
     )
 
 

@@ -106,8 +106,12 @@ def read_ct2(path: Path) -> dict[str, np.ndarray]:
             dtype_code, nbytes = take("BI")
             if dtype_code not in _DTYPES:
                 raise ModelError(f"{path}: variable {name} has unsupported dtype code {dtype_code}")
-            arr = np.frombuffer(data, dtype=_DTYPES[dtype_code], count=nbytes // np.dtype(_DTYPES[dtype_code]).itemsize,
-                                offset=offset)
+            arr = np.frombuffer(
+                data,
+                dtype=_DTYPES[dtype_code],
+                count=nbytes // np.dtype(_DTYPES[dtype_code]).itemsize,
+                offset=offset,
+            )
             offset += nbytes
             out[name] = arr.reshape(dims) if dims else arr.reshape(())
     except (struct.error, ValueError) as e:
@@ -116,8 +120,12 @@ def read_ct2(path: Path) -> dict[str, np.ndarray]:
 
 
 def dims_of(weights: dict[str, np.ndarray]) -> WhisperDims:
-    enc_layers = sum(1 for k in weights if k.startswith("encoder/layer_") and k.endswith("ffn/linear_0/weight"))
-    dec_layers = sum(1 for k in weights if k.startswith("decoder/layer_") and k.endswith("ffn/linear_0/weight"))
+    enc_layers = sum(
+        1 for k in weights if k.startswith("encoder/layer_") and k.endswith("ffn/linear_0/weight")
+    )
+    dec_layers = sum(
+        1 for k in weights if k.startswith("decoder/layer_") and k.endswith("ffn/linear_0/weight")
+    )
     emb = weights["decoder/embeddings/weight"]
     return WhisperDims(
         d_model=int(emb.shape[1]),

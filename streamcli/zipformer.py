@@ -172,9 +172,12 @@ class ZipformerTransducer(Recognizer):
                 f"{enc_path}: metadata decode_chunk_len={self.shift_frames}, T={self.chunk_frames}: need "
                 f"0 < decode_chunk_len <= T <= {MAX_CHUNK_FRAMES}"
             )
-        graph_t = self.encoder.get_inputs()[0].shape[1] if len(self.encoder.get_inputs()[0].shape) == 3 else None
+        x_shape = self.encoder.get_inputs()[0].shape
+        graph_t = x_shape[1] if len(x_shape) == 3 else None
         if isinstance(graph_t, int) and graph_t != self.chunk_frames:
-            raise ModelError(f"{enc_path}: metadata T={self.chunk_frames} but the graph's input x takes {graph_t} frames")
+            raise ModelError(
+                f"{enc_path}: metadata T={self.chunk_frames} but the graph's input x takes {graph_t} frames"
+            )
         if model_type == "zipformer":
             self.state_specs = v1_state_specs(meta, enc_path)
         elif model_type == "zipformer2":

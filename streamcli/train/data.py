@@ -89,7 +89,9 @@ def refuse_eval_data(paths: list[str]) -> None:
             raise SystemExit(f"refusing to train on evaluation data: {p}")
 
 
-def make_batches(lengths: list[int], max_frames: int, rng: random.Random, shuffle: bool = True) -> list[list[int]]:
+def make_batches(
+    lengths: list[int], max_frames: int, rng: random.Random, shuffle: bool = True
+) -> list[list[int]]:
     """Buckets of similar length so padding stays small; shuffled batch order (or short to long)."""
     order = sorted(range(len(lengths)), key=lambda i: lengths[i])
     batches: list[list[int]] = []
@@ -143,7 +145,7 @@ def augment_log10_mel(
         k = np.arange(int(rt60 * 100))
         kernel = np.exp(-6.9 * k / (rt60 * 100)).astype(np.float32)
         kernel /= kernel.sum()
-        power = 10.0 ** x
+        power = 10.0**x
         t = x.shape[0]
         spec = np.fft.rfft(power, n=t + len(kernel), axis=0) * np.fft.rfft(kernel, n=t + len(kernel))[:, None]
         wet = np.maximum(np.fft.irfft(spec, n=t + len(kernel), axis=0)[:t], 1e-10)

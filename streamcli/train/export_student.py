@@ -35,8 +35,9 @@ class _Step(nn.Module):
         self.model = model
 
     def forward(self, x, cache_key, cache_value, cache_conv_in, cache_conv_mid, cache_valid):  # noqa: ANN001, ANN201
-        logits, hidden, *caches = self.model.forward_chunk(x, cache_key, cache_value, cache_conv_in,
-                                                           cache_conv_mid, cache_valid)
+        logits, hidden, *caches = self.model.forward_chunk(
+            x, cache_key, cache_value, cache_conv_in, cache_conv_mid, cache_valid
+        )
         return (logits, *caches, hidden)
 
 
@@ -52,8 +53,15 @@ def cache_shapes(model: WhisperStudent) -> dict[str, list[int | str]]:
     }
 
 
-def export_student(model: WhisperStudent, path: str | os.PathLike[str], window_frames: int, overlap_frames: int,
-                   *, model_name: str, extra_metadata: dict[str, str] | None = None) -> dict[str, str]:
+def export_student(
+    model: WhisperStudent,
+    path: str | os.PathLike[str],
+    window_frames: int,
+    overlap_frames: int,
+    *,
+    model_name: str,
+    extra_metadata: dict[str, str] | None = None,
+) -> dict[str, str]:
     """Writes the streaming-step ONNX file atomically; returns its metadata."""
     check_window(window_frames, overlap_frames)
     model = model.eval().cpu()
@@ -94,9 +102,16 @@ def export_student(model: WhisperStudent, path: str | os.PathLike[str], window_f
     with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
         tmp_file = Path(tmp) / out.name
         with torch.no_grad():
-            torch.onnx.export(_Step(model).eval(), (x, *cache.values()), str(tmp_file),
-                              input_names=["x", *CACHE_NAMES], output_names=outputs, dynamic_axes=dynamic,
-                              opset_version=17, dynamo=False)
+            torch.onnx.export(
+                _Step(model).eval(),
+                (x, *cache.values()),
+                str(tmp_file),
+                input_names=["x", *CACHE_NAMES],
+                output_names=outputs,
+                dynamic_axes=dynamic,
+                opset_version=17,
+                dynamo=False,
+            )
         proto = onnx.load(str(tmp_file))
         del proto.metadata_props[:]
         for key, value in meta.items():

@@ -65,7 +65,9 @@ def check_window(window_frames: int, overlap_frames: int) -> tuple[int, int]:
             f"frame), got window={window_frames}, overlap={overlap_frames}"
         )
     if not 0 <= overlap_frames < window_frames:
-        raise ValueError(f"need 0 <= overlap_frames < window_frames, got O={overlap_frames}, W={window_frames}")
+        raise ValueError(
+            f"need 0 <= overlap_frames < window_frames, got O={overlap_frames}, W={window_frames}"
+        )
     return (window_frames - overlap_frames) // SUBSAMPLING, overlap_frames // SUBSAMPLING
 
 
@@ -115,7 +117,9 @@ class Attention(nn.Module):
 
 
 class Block(nn.Module):
-    def __init__(self, d_model: int, num_heads: int, ff_dim: int, max_rel: int | None, dropout: float) -> None:
+    def __init__(
+        self, d_model: int, num_heads: int, ff_dim: int, max_rel: int | None, dropout: float
+    ) -> None:
         super().__init__()
         self.attn_ln = nn.LayerNorm(d_model)
         self.attn = Attention(d_model, num_heads, max_rel)
@@ -161,12 +165,22 @@ def _block_weights(block: Block, w: dict[str, np.ndarray], prefix: str) -> None:
 
 
 class _EncoderBase(nn.Module):
-    def __init__(self, n_mels: int, d_model: int, num_heads: int, ff_dim: int, num_layers: int,
-                 max_rel: int | None, dropout: float) -> None:
+    def __init__(
+        self,
+        n_mels: int,
+        d_model: int,
+        num_heads: int,
+        ff_dim: int,
+        num_layers: int,
+        max_rel: int | None,
+        dropout: float,
+    ) -> None:
         super().__init__()
         self.conv1 = nn.Conv1d(n_mels, d_model, 3)
         self.conv2 = nn.Conv1d(d_model, d_model, 3, stride=2)
-        self.blocks = nn.ModuleList([Block(d_model, num_heads, ff_dim, max_rel, dropout) for _ in range(num_layers)])
+        self.blocks = nn.ModuleList(
+            [Block(d_model, num_heads, ff_dim, max_rel, dropout) for _ in range(num_layers)]
+        )
         self.ln_post = nn.LayerNorm(d_model)
 
     def load_ct2(self, w: dict[str, np.ndarray]) -> None:
@@ -187,15 +201,24 @@ class _EncoderBase(nn.Module):
 class WhisperTeacher(_EncoderBase):
     """The exact full-context Whisper encoder (frozen in training)."""
 
-    def __init__(self, n_mels: int = 80, d_model: int = 384, num_heads: int = 6, ff_dim: int = 1536,
-                 num_layers: int = 4, max_positions: int = 1500) -> None:
+    def __init__(
+        self,
+        n_mels: int = 80,
+        d_model: int = 384,
+        num_heads: int = 6,
+        ff_dim: int = 1536,
+        num_layers: int = 4,
+        max_positions: int = 1500,
+    ) -> None:
         super().__init__(n_mels, d_model, num_heads, ff_dim, num_layers, None, 0.0)
         self.register_buffer("positions", torch.zeros(max_positions, d_model))
 
     def load_ct2(self, w: dict[str, np.ndarray]) -> None:
         super().load_ct2(w)
         with torch.no_grad():
-            self.positions.copy_(torch.from_numpy(np.asarray(w["encoder/position_encodings/encodings"], np.float32)))
+            self.positions.copy_(
+                torch.from_numpy(np.asarray(w["encoder/position_encodings/encodings"], np.float32))
+            )
 
     @staticmethod
     def normalize(log_mel: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
@@ -212,7 +235,9 @@ class WhisperTeacher(_EncoderBase):
         """log10 mel (N, T, 80) -> (N, ceil(T/2), d); `lengths` (feature frames) hides batch padding."""
         x = self.normalize(log_mel, lengths).transpose(1, 2)
         x = nn.functional.gelu(nn.functional.conv1d(x, self.conv1.weight, self.conv1.bias, padding=1))
-        x = nn.functional.gelu(nn.functional.conv1d(x, self.conv2.weight, self.conv2.bias, stride=2, padding=1))
+        x = nn.functional.gelu(
+            nn.functional.conv1d(x, self.conv2.weight, self.conv2.bias, stride=2, padding=1)
+        )
         x = x.transpose(1, 2)
         t = x.shape[1]
         x = x + self.positions[:t]
@@ -229,8 +254,15 @@ class WhisperStudent(_EncoderBase):
     """Windowed streaming student with caches; see the module docstring."""
 
     def __init__(self, cfg: StudentConfig) -> None:
-        super().__init__(cfg.n_mels, cfg.d_model, cfg.num_heads, cfg.ff_dim, cfg.num_layers,
-                         cfg.max_rel_distance, cfg.dropout)
+        super().__init__(
+            cfg.n_mels,
+            cfg.d_model,
+            cfg.num_heads,
+            cfg.ff_dim,
+            cfg.num_layers,
+            cfg.max_rel_distance,
+            cfg.dropout,
+        )
         self.cfg = cfg
         self.register_buffer("position_bias", torch.zeros(cfg.d_model))
         self.head = nn.Linear(cfg.d_model, cfg.vocab_size)
@@ -254,8 +286,13 @@ class WhisperStudent(_EncoderBase):
         y = nn.functional.gelu(self.conv2(y))
         return y.transpose(1, 2) + self.position_bias, new_in, new_mid
 
-    def encode_full(self, log_mel: torch.Tensor, window_frames: int, overlap_frames: int,
-                    lengths: torch.Tensor | None = None) -> torch.Tensor:
+    def encode_full(
+        self,
+        log_mel: torch.Tensor,
+        window_frames: int,
+        overlap_frames: int,
+        lengths: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """Reference (and training): (N, T, 80) log10 mel, T even, block mask of W/O -> (N, T/2, d)."""
         hop, overlap = check_window(window_frames, overlap_frames)
         n = log_mel.shape[0]
@@ -305,7 +342,9 @@ class WhisperStudent(_EncoderBase):
         new_valid = torch.minimum(cache_valid + chunk_n, overlap_n)
         return (self.head(h), h, torch.stack(keys, 1), torch.stack(values, 1), new_in, new_mid, new_valid)
 
-    def stream(self, log_mel: torch.Tensor, window_frames: int, overlap_frames: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def stream(
+        self, log_mel: torch.Tensor, window_frames: int, overlap_frames: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """forward_chunk hop by hop over (N, T, 80), T even -> (logits, hidden) of the whole sequence."""
         hop, _ = check_window(window_frames, overlap_frames)
         hop_frames = hop * SUBSAMPLING
