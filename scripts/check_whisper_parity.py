@@ -21,7 +21,7 @@ import soundfile as sf
 import soxr
 
 from streamcli.features import compute_features
-from streamcli.second_pass import NO_TIMESTAMPS, SOT, WhisperSecondPass, whisper_normalize
+from streamcli.second_pass import NO_TIMESTAMPS, SOT, WhisperSecondPass, whisper_window
 from streamcli.whisper_weights import package_model_dir
 
 
@@ -30,10 +30,7 @@ def mel30(path: Path) -> np.ndarray:
     audio = audio.mean(axis=1)
     if rate != 16000:
         audio = soxr.resample(audio, rate, 16000).astype(np.float32)
-    feats = compute_features(audio, "whisper_log10_mel")[:3000]
-    padded = np.full((3000, 80), -10.0, np.float32)
-    padded[: feats.shape[0]] = feats
-    return np.ascontiguousarray(whisper_normalize(padded).T[None].astype(np.float32))
+    return whisper_window(compute_features(audio, "whisper_log10_mel"))
 
 
 def main() -> int:

@@ -26,21 +26,26 @@ import math
 import os
 import random
 import re
-import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import soundfile as sf
-import soxr
 import torch
 from tqdm import tqdm
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from streamcli.features import compute_fbank  # noqa: E402
-from streamcli.metrics import corpus_error_rates  # noqa: E402
-from streamcli.wctc_torch import (  # noqa: E402
+from streamcli.features import compute_fbank
+from streamcli.metrics import corpus_error_rates
+from streamcli.train.data import (
+    Utterance,
+    encode_text,
+    load_audio,
+    make_batches,
+    normalize_text,
+    read_tsv,
+    refuse_eval_data,
+    speed_perturb,
+)
+from streamcli.wctc_torch import (
     SUBSAMPLING,
     WORD_BOUNDARY,
     WctcConfig,
@@ -56,61 +61,9 @@ SAMPLE_RATE = 16000
 DEFAULT_WINDOWS = "50:0,50:25,100:0,100:25,100:50,150:50,200:0,200:50,200:100,300:100,400:100"
 
 
-def normalize_text(text: str) -> str:
-    text = text.lower().replace("\u2019", "'")
-    text = re.sub(r"[^a-z' ]+", " ", text)
-    return " ".join(text.split())
-
-
-def encode_text(text: str, table: dict[str, int]) -> list[int]:
-    ids = []
-    for word in normalize_text(text).split():
-        ids.append(table[WORD_BOUNDARY + word[0]])
-        ids.extend(table[ch] for ch in word[1:])
-    return ids
-
-
 def fbank(samples: np.ndarray) -> np.ndarray:
     """80-dim kaldi fbank, 10 ms shift: exactly the runtime's features (streamcli.features)."""
     return compute_fbank(samples, SAMPLE_RATE)
-
-
-def load_audio(path: str) -> np.ndarray:
-    data, sr = sf.read(path, dtype="float32", always_2d=True)
-    data = data.mean(axis=1)
-    if sr != SAMPLE_RATE:
-        data = soxr.resample(data, sr, SAMPLE_RATE).astype(np.float32)
-    return data
-
-
-@dataclass
-class Utterance:
-    uid: str
-    path: str
-    text: str
-    feats_path: str | None = None
-
-
-def read_tsv(path: str) -> list[Utterance]:
-    base = Path(path).resolve().parent
-    lines = Path(path).read_text(encoding="utf-8").splitlines()
-    header = lines[0].split("\t")
-    if "path" not in header or "transcript" not in header:
-        raise SystemExit(f"{path}: header must name at least the columns path and transcript")
-    col = {name: i for i, name in enumerate(header)}
-    out = []
-    for line in lines[1:]:
-        if not line.strip():
-            continue
-        f = line.split("\t")
-        audio = f[col["path"]]
-        audio = audio if os.path.isabs(audio) else str(base / audio)
-        feats = f[col["feats"]] if "feats" in col and col["feats"] < len(f) and f[col["feats"]] else None
-        if feats and not os.path.isabs(feats):
-            feats = str(base / feats)
-        uid = f[col["id"]] if "id" in col else Path(audio).stem
-        out.append(Utterance(uid, audio, f[col["transcript"]], feats))
-    return out
 
 
 def read_librispeech(folder: str) -> list[Utterance]:
@@ -122,12 +75,6 @@ def read_librispeech(folder: str) -> list[Utterance]:
             if audio.exists():
                 out.append(Utterance(uid, str(audio), text))
     return out
-
-
-def refuse_eval_data(paths: list[str]) -> None:
-    for p in paths:
-        if "shared/data/dev" in str(Path(p).resolve()):
-            raise SystemExit(f"refusing to train on the evaluation set: {p}")
 
 
 class FeatureStore:
@@ -149,10 +96,7 @@ class FeatureStore:
         if f.exists():
             return np.load(f)
         audio = load_audio(utt.path)
-        if speed != 1.0:
-            # Resampling to rate/speed, played at the original rate: tempo and pitch change (sox speed).
-            audio = soxr.resample(audio, SAMPLE_RATE, int(SAMPLE_RATE / speed)).astype(np.float32)
-        feats = fbank(audio)
+        feats = fbank(speed_perturb(audio, speed))
         np.save(f, feats)
         return feats
 
@@ -203,27 +147,6 @@ def augment(
         t0 = rng.integers(0, max(1, x.shape[0] - w + 1))
         x[t0 : t0 + w] = mean_value
     return x
-
-
-def make_batches(
-    lengths: list[int], max_frames: int, rng: random.Random, shuffle: bool = True
-) -> list[list[int]]:
-    """Buckets of similar length so padding stays small; shuffled batch order (or short to long)."""
-    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
-    batches, cur, cur_max = [], [], 0
-    for i in order:
-        new_max = max(cur_max, lengths[i])
-        if cur and new_max * (len(cur) + 1) > max_frames:
-            batches.append(cur)
-            cur, cur_max = [], 0
-            new_max = lengths[i]
-        cur.append(i)
-        cur_max = new_max
-    if cur:
-        batches.append(cur)
-    if shuffle:
-        rng.shuffle(batches)
-    return batches
 
 
 def collate(feats: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:

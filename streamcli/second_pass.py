@@ -163,6 +163,14 @@ def ensure_converted(folder: Path | None = None, quiet: bool = False) -> Path:
     return folder
 
 
+def whisper_window(log_mel: np.ndarray) -> np.ndarray:
+    """Exactly what Whisper itself decodes: (T, 80) log10 mel padded with silence to 30 s, normalised,
+    as the (1, 80, 3000) input of the encoder (the reference input of the parity checks)."""
+    padded = np.full((MAX_SEGMENT_FRAMES, log_mel.shape[1]), SILENCE_LOG_MEL, np.float32)
+    padded[: min(len(log_mel), MAX_SEGMENT_FRAMES)] = log_mel[:MAX_SEGMENT_FRAMES]
+    return np.ascontiguousarray(whisper_normalize(padded).T[None].astype(np.float32))
+
+
 def whisper_normalize(log_mel: np.ndarray) -> np.ndarray:
     """Whisper's rule on a finished segment: clamp to its maximum - 8, then (x + 4) / 4."""
     return (np.maximum(log_mel, log_mel.max() - 8.0) + 4.0) / 4.0

@@ -23,6 +23,8 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
+from streamcli.wctc import validate_window
+
 SUBSAMPLING = 5
 WORD_BOUNDARY = "\u2581"
 
@@ -318,16 +320,9 @@ class WctcModel(nn.Module):
 
 
 def check_window(window_frames: int, overlap_frames: int) -> tuple[int, int]:
-    """Validates W/O (feature frames) and returns (hop, overlap) in encoder frames."""
-    if window_frames % SUBSAMPLING or overlap_frames % SUBSAMPLING:
-        raise ValueError(
-            f"window_frames and overlap_frames must be multiples of {SUBSAMPLING} (10 ms feature frames), "
-            f"got window={window_frames}, overlap={overlap_frames}"
-        )
-    if not 0 <= overlap_frames < window_frames:
-        raise ValueError(
-            f"need 0 <= overlap_frames < window_frames, got O={overlap_frames}, W={window_frames}"
-        )
+    """Validates W/O (feature frames; streamcli.wctc.validate_window) and returns (hop, overlap) in
+    encoder frames."""
+    validate_window(window_frames, overlap_frames, SUBSAMPLING)
     return (window_frames - overlap_frames) // SUBSAMPLING, overlap_frames // SUBSAMPLING
 
 

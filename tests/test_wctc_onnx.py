@@ -171,7 +171,7 @@ def test_export_command(tmp_path):
     runner = CliRunner()
     bad = runner.invoke(app, ["export", "--window", "100", "--overlap", "22", "--out", str(tmp_path / "a")])
     assert bad.exit_code == 2
-    assert "multiples of 5" in bad.output and "Traceback" not in bad.output
+    assert "multiple of 5" in bad.output and "Traceback" not in bad.output
     no_ckpt = runner.invoke(
         app, ["export", "--window", "100", "--overlap", "25", "--out", str(tmp_path / "b")]
     )

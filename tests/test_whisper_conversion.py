@@ -16,7 +16,7 @@ from paths import DEV
 
 from streamcli.errors import ModelError
 from streamcli.features import compute_features
-from streamcli.second_pass import NO_TIMESTAMPS, SOT, WhisperSecondPass, whisper_normalize
+from streamcli.second_pass import NO_TIMESTAMPS, SOT, WhisperSecondPass, whisper_window
 from streamcli.whisper_weights import dims_of, load_tiny_en, package_model_dir, read_ct2, verify_source
 
 ctranslate2 = pytest.importorskip("ctranslate2")
@@ -36,10 +36,7 @@ def _mel30(path) -> np.ndarray:
     audio = audio.mean(axis=1)
     if rate != 16000:
         audio = soxr.resample(audio, rate, 16000).astype(np.float32)
-    feats = compute_features(audio, "whisper_log10_mel")[:3000]
-    padded = np.full((3000, 80), -10.0, np.float32)
-    padded[: feats.shape[0]] = feats
-    return np.ascontiguousarray(whisper_normalize(padded).T[None].astype(np.float32))
+    return whisper_window(compute_features(audio, "whisper_log10_mel"))
 
 
 @pytest.fixture(scope="module")

@@ -30,6 +30,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from streamcli.wctc import validate_window
+
 SUBSAMPLING = 2
 WORD_BOUNDARY = "\u2581"
 CONV_CONTEXT = 2  # left frames each causal conv needs (kernel 3)
@@ -58,16 +60,9 @@ class StudentConfig:
 
 
 def check_window(window_frames: int, overlap_frames: int) -> tuple[int, int]:
-    """Validates W/O (10 ms feature frames) and returns (hop, overlap) in 20 ms encoder frames."""
-    if window_frames % SUBSAMPLING or overlap_frames % SUBSAMPLING:
-        raise ValueError(
-            f"window_frames and overlap_frames must be multiples of {SUBSAMPLING} (one 20 ms encoder "
-            f"frame), got window={window_frames}, overlap={overlap_frames}"
-        )
-    if not 0 <= overlap_frames < window_frames:
-        raise ValueError(
-            f"need 0 <= overlap_frames < window_frames, got O={overlap_frames}, W={window_frames}"
-        )
+    """Validates W/O (10 ms feature frames; the one rule, streamcli.wctc.validate_window) and returns
+    (hop, overlap) in 20 ms encoder frames."""
+    validate_window(window_frames, overlap_frames, SUBSAMPLING)
     return (window_frames - overlap_frames) // SUBSAMPLING, overlap_frames // SUBSAMPLING
 
 
