@@ -50,9 +50,9 @@ def to_dict(segments: Sequence[Segment], file: str) -> dict:
     return {
         "file": file,
         "text": transcript_text(segments),
-        "segments": [segment_record(s) for s in _cues(segments)],
-        "words": [w for s in _cues(segments) for w in word_records(s)],
-        "tokens": [t for s in _cues(segments) for t in token_records(s)],
+        "segments": [segment_record(s) for s in segments],
+        "words": [w for s in segments for w in word_records(s)],
+        "tokens": [t for s in segments for t in token_records(s)],
     }
 
 
@@ -265,8 +265,8 @@ class DocumentWriter:
 
     def add(self, seg: Segment) -> None:
         text = seg.text.strip()
-        if not text:
-            return
+        if not text and self.fmt != "json":
+            return  # an empty segment has no line or cue; JSON keeps it, as render() does
         self._count += 1
         if self.fmt == "txt":
             self._out.write(text + "\n")
@@ -279,9 +279,10 @@ class DocumentWriter:
             self._out.write(sep + json.dumps(segment_record(seg), ensure_ascii=False))
             self._spool("words", word_records(seg))
             self._spool("tokens", token_records(seg))
-            piece = json.dumps(text, ensure_ascii=False)[1:-1]
-            self._spools["text"].write((" " if self._counts["text"] else "") + piece)
-            self._counts["text"] += 1
+            if text:
+                piece = json.dumps(text, ensure_ascii=False)[1:-1]
+                self._spools["text"].write((" " if self._counts["text"] else "") + piece)
+                self._counts["text"] += 1
 
     def _copy(self, key: str) -> None:
         spool = self._spools[key]

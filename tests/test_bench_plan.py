@@ -228,6 +228,7 @@ def test_plot_without_matplotlib_is_one_line_before_any_work(monkeypatch, tmp_pa
 def test_full_context_failure_becomes_a_note_for_that_and_longer_lengths():
     class TooBig:
         subsampling = 5
+        feature_type = "kaldi_fbank"
 
         def __init__(self) -> None:
             self.calls: list[int] = []

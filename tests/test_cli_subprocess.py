@@ -123,4 +123,4 @@ def test_terminal_gets_the_live_view(test_zipformer_dir):
     assert proc.returncode == 0, screen
     assert "\x1b[" in screen  # Rich drew in place (cursor movement / styles)
     assert "→" in screen and "00:0" in screen
-    assert "RTF" in screen and "p95" in screen and "CPUExecutionProvider" in screen
+    assert "RTF" in screen and "p95" in screen and "· CPU" in screen
