@@ -11,6 +11,7 @@ import asyncio
 import base64
 import difflib
 import json
+import os
 import shutil
 import subprocess
 import time
@@ -159,3 +160,6 @@ def test_captions_page_in_chromium(tmp_path):
     captions = " ".join(line.split("]", 1)[-1].strip() for line in text.splitlines())
     assert word_similarity(captions, expected) >= 0.9, (captions, expected)
     assert shot.stat().st_size > 10_000
+    keep = os.environ.get("STREAMCLI_SCREENSHOT_DIR")  # where the README's picture comes from
+    if keep:
+        shutil.copy(shot, Path(keep) / "captions.png")
