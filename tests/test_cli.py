@@ -344,7 +344,8 @@ def test_models_info_of_a_folder(test_zipformer_dir):
 
 def test_window_and_overlap_options_reach_the_windowed_model():
     """The shipped windowed model runs at a requested W/O; a W/O it cannot use is one line, exit 2."""
-    common = ["--device", "cpu", "--threads", "1", "--format", "json"]
+    # First pass only: the finals come from Whisper, which does not depend on W/O.
+    common = ["--device", "cpu", "--threads", "1", "--format", "json", "--no-rescore"]
     default = run("transcribe", FLAC_16K, *common)
     wide = run("transcribe", FLAC_16K, *common, "--window", "200", "--overlap", "50")
     assert default.exit_code == 0 and wide.exit_code == 0, (default.output, wide.output)
@@ -353,7 +354,7 @@ def test_window_and_overlap_options_reach_the_windowed_model():
     # A different window changes what the encoder sees, so token times or text differ somewhere.
     assert default_doc["tokens"] != wide_doc["tokens"]
     r = run("transcribe", FLAC_16K, *common, "--window", "203", "--overlap", "50")
-    assert_one_line_error(r, "multiple of 5", code=2)
+    assert_one_line_error(r, "multiple of 2", code=2)
     r = run("transcribe", FLAC_16K, *common, "--window", "100", "--overlap", "100")
     assert_one_line_error(r, "overlap", code=2)
 

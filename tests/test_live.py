@@ -225,6 +225,7 @@ def test_device_that_never_delivers_is_an_error(monkeypatch):
 
 
 def test_ctrl_c_finalizes_the_partial_and_writes_it(tmp_path: Path):
+    handler_before = signal.getsignal(signal.SIGINT)  # default, or SIG_IGN under nohup
     rate = 16000
     samples = bursts(rate, [(0.2, 0.0), (5.0, 0.3)])
     rec = FakeRecognizer(EndpointConfig(rule2_min_trailing_silence_s=1.0))
@@ -255,8 +256,8 @@ def test_ctrl_c_finalizes_the_partial_and_writes_it(tmp_path: Path):
     assert len(rec_tokens) >= 8
     assert records[0]["text"].startswith("w2 w3 w4")
     assert session.summary.audio_s == pytest.approx(1.2, abs=0.3)
-    # The SIGINT handler is removed afterwards.
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    # The SIGINT handler is removed afterwards: the one from before is back.
+    assert signal.getsignal(signal.SIGINT) is handler_before
 
 
 def test_latency_is_wall_clock_from_audio_arrival_to_token():

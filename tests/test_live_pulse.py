@@ -296,8 +296,12 @@ def test_two_pass_live_through_pulseaudio_matches_transcribe(pulse, tmp_path: Pa
     got = run_live_on_speech(pulse, model, tmp_path, "--sample-rate", "16000")
     rows = [json.loads(line) for line in (tmp_path / "live.jsonl").read_text().splitlines()]
     live_words = " ".join(r["text"] for r in rows).lower().split()
+    # The same audio: what live heard (its --save-audio, lead-in silence included), so both runs see the
+    # same segments; the played file alone would start 0.5 s earlier and can be cut differently.
+    heard = tmp_path / "heard-copy.wav"
+    sf.write(heard, got["heard"], 16000, subtype="FLOAT")
     out = tmp_path / "ref.json"
-    done = subprocess.run([*CLI, "transcribe", str(SPEECH), "--model", str(model), "-o", str(out)],
+    done = subprocess.run([*CLI, "transcribe", str(heard), "--model", str(model), "-o", str(out)],
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     ref_words = json.loads(out.read_text())["text"].lower().split()

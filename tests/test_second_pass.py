@@ -60,7 +60,7 @@ def test_no_rescore_gives_the_first_pass(two_pass, first_pass_only):
     # The first pass writes lowercase characters only; the finals are Whisper's cased, punctuated text.
     assert first_text == first_text.lower() and "," not in first_text
     assert any(ch.isupper() for s in final for ch in s.text)
-    assert corpus_error_rates([(JFK_TEXT, first_text)]).wer < 0.6
+    assert corpus_error_rates([(JFK_TEXT, first_text)]).cer < 0.5  # the first pass: close, misspelled
 
 
 @pytest.mark.parametrize("kind", ["silence", "noise"])
