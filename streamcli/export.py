@@ -145,15 +145,20 @@ def export_onnx(
                 opset_version=opset,
                 dynamo=False,
             )
-        proto = onnx.load(str(tmp_file))
         meta = build_metadata(model, window_frames, overlap_frames, model_name, extra_metadata)
-        del proto.metadata_props[:]
-        for key, value in meta.items():
-            entry = proto.metadata_props.add()
-            entry.key, entry.value = key, value
-        onnx.save(proto, str(tmp_file))
-        os.replace(tmp_file, out_path)
+        publish_with_metadata(tmp_file, out_path, meta)
     return meta
+
+
+def publish_with_metadata(tmp_file: Path, out_path: Path, meta: dict[str, str]) -> None:
+    """Replaces the exported file's metadata with ``meta`` and moves it into place (atomic rename)."""
+    proto = onnx.load(str(tmp_file))
+    del proto.metadata_props[:]
+    for key, value in meta.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+    onnx.save(proto, str(tmp_file))
+    os.replace(tmp_file, out_path)
 
 
 def quantize_int8(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> None:

@@ -20,10 +20,10 @@ import os
 import tempfile
 from pathlib import Path
 
-import onnx
 import torch
 from torch import nn
 
+from streamcli.export import publish_with_metadata
 from streamcli.train.whisper_student import SUBSAMPLING, WhisperStudent, check_window, count_parameters
 
 CACHE_NAMES = ("cache_key", "cache_value", "cache_conv_in", "cache_conv_mid", "cache_valid")
@@ -112,11 +112,5 @@ def export_student(
                 opset_version=17,
                 dynamo=False,
             )
-        proto = onnx.load(str(tmp_file))
-        del proto.metadata_props[:]
-        for key, value in meta.items():
-            entry = proto.metadata_props.add()
-            entry.key, entry.value = key, value
-        onnx.save(proto, str(tmp_file))
-        os.replace(tmp_file, out)
+        publish_with_metadata(tmp_file, out, meta)
     return meta

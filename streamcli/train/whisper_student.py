@@ -31,16 +31,12 @@ import torch
 from torch import nn
 
 from streamcli.wctc import validate_window
+from streamcli.wctc_torch import WORD_BOUNDARY, char_tokens  # the same character table as the wctc models
+
+__all__ = ["WORD_BOUNDARY", "char_tokens"]  # re-exported for the training scripts
 
 SUBSAMPLING = 2
-WORD_BOUNDARY = "\u2581"
 CONV_CONTEXT = 2  # left frames each causal conv needs (kernel 3)
-
-
-def char_tokens() -> list[str]:
-    """blank, ' and a-z, and each in a word-initial form ``▁x`` (no separate space token)."""
-    chars = ["'"] + [chr(c) for c in range(ord("a"), ord("z") + 1)]
-    return ["<blk>"] + chars + [WORD_BOUNDARY + c for c in chars]
 
 
 @dataclass
