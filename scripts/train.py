@@ -37,6 +37,7 @@ from streamcli.features import compute_fbank
 from streamcli.metrics import corpus_error_rates
 from streamcli.train.data import (
     Utterance,
+    colored_noises,
     encode_text,
     load_audio,
     make_batches,
@@ -103,16 +104,7 @@ class FeatureStore:
 
 def noise_fbanks(rng: np.random.Generator, frames: int = 3000) -> list[np.ndarray]:
     """Log-mel of white, pink and brown noise at unit power (mixed in at a random SNR later)."""
-    out = []
-    n = frames * 160
-    white = rng.standard_normal(n).astype(np.float32)
-    spec = np.fft.rfft(white)
-    f = np.arange(spec.shape[0]) + 1.0
-    for exponent in (0.0, 0.5, 1.0):
-        colored = np.fft.irfft(spec / f**exponent, n=n).astype(np.float32)
-        colored /= np.sqrt(np.mean(colored**2)) + 1e-9
-        out.append(fbank(colored * 0.05))
-    return out
+    return [fbank(noise * 0.05) for noise in colored_noises(rng, seconds=frames * 160 / SAMPLE_RATE)]
 
 
 def augment(

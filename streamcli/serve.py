@@ -261,9 +261,7 @@ class Server:
         if request.headers.get("Upgrade", "").lower() == "websocket":
             if not _token_ok(self.config, request.path, request.headers):
                 return connection.respond(401, "missing or wrong token\n")
-            if self.scheduler.active >= self.config.max_streams:
-                return None  # accepted, then closed with the reason (clients see why)
-            return None
+            return None  # accepted; beyond --max-streams _handle closes it with the reason
         if path in ("/", "/index.html"):
             response = connection.respond(200, PAGE.read_text(encoding="utf-8"))
             response.headers["Content-Type"] = "text/html; charset=utf-8"

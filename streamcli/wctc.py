@@ -149,7 +149,9 @@ class WctcRecognizer(Recognizer):
                 raise ValueError(
                     f"{folder.name}: the encoder has no hidden output for second_pass_frames=student"
                 )
-            from streamcli.second_pass import SecondPassConfig, WhisperSecondPass  # noqa: PLC0415
+            from streamcli.second_pass import MAX_SEGMENT_FRAMES, SecondPassConfig, WhisperSecondPass  # noqa: PLC0415
+
+            self._max_segment_frames = MAX_SEGMENT_FRAMES
 
             self.second_pass = WhisperSecondPass(config.device, config.threads,
                                                  SecondPassConfig(frames=self.second_pass_frames))
@@ -239,11 +241,9 @@ class WctcRecognizer(Recognizer):
     # ----- second pass ------------------------------------------------------------------------------
     def _keep_for_second_pass(self, state: WctcState, features: np.ndarray, logits: np.ndarray,
                               hidden: np.ndarray | None, frame_offset: int) -> None:
-        from streamcli.second_pass import MAX_SEGMENT_FRAMES  # noqa: PLC0415
-
         if state.utt_first_frame is None:
             state.utt_first_frame = frame_offset
-        if state.utt_feature_frames + features.shape[0] > MAX_SEGMENT_FRAMES:
+        if state.utt_feature_frames + features.shape[0] > self._max_segment_frames:
             state.utt_overflow = True
             return
         state.utt_features.append(features.copy())
