@@ -19,7 +19,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from streamcli.features import compute_fbank  # noqa: E402
-from streamcli.wctc_torch import SUBSAMPLING, load_checkpoint  # noqa: E402
+from streamcli.train.wctc_torch import SUBSAMPLING, load_checkpoint  # noqa: E402
 
 
 def onnx_stream(session: ort.InferenceSession, feats: np.ndarray, cache: dict[str, np.ndarray], hop: int):

@@ -21,8 +21,8 @@ import soundfile as sf
 import soxr
 
 from streamcli.features import compute_features
-from streamcli.second_pass import NO_TIMESTAMPS, SOT, WhisperSecondPass, whisper_window
-from streamcli.whisper_weights import package_model_dir
+from streamcli.whisper.second_pass import NO_TIMESTAMPS, SOT, WhisperSecondPass, whisper_window
+from streamcli.whisper.weights import package_model_dir
 
 
 def mel30(path: Path) -> np.ndarray:

@@ -128,7 +128,8 @@ def compare(
     not a fair speed comparison, only the parity is.
     """
     from streamcli.endpoint import EndpointConfig
-    from streamcli.recognizer import RecognizerConfig, create_recognizer
+    from streamcli.families import create_recognizer
+    from streamcli.recognizer import RecognizerConfig
 
     ours = create_recognizer(
         RecognizerConfig(

@@ -91,7 +91,8 @@ def decode_with_model(rows: list[ManifestRow], model: str, *, device: str, threa
     user's `streamcli transcribe` would), plus facts about the run (provider, RTF, second-pass cost)."""
     import numpy as np
 
-    from streamcli.recognizer import RecognizerConfig, create_recognizer
+    from streamcli.families import create_recognizer
+    from streamcli.recognizer import RecognizerConfig
     from streamcli.transcribe import TranscriptionStats, transcribe
 
     recognizer = create_recognizer(RecognizerConfig(

@@ -216,7 +216,8 @@ def main() -> int:
     )
     args = ap.parse_args()
     if args.hop_ms is None:
-        from streamcli.recognizer import RecognizerConfig, create_recognizer
+        from streamcli.families import create_recognizer
+        from streamcli.recognizer import RecognizerConfig
 
         info = create_recognizer(RecognizerConfig(device="cpu", rescore=False)).info
         args.hop_ms = info.shift_frames * info.frame_shift_ms

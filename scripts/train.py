@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""CTC training of the windowed-attention encoder (streamcli.wctc_torch) on CPU or CUDA.
+"""CTC training of the windowed-attention encoder (streamcli.train.wctc_torch) on CPU or CUDA.
 
 Data: TSV manifests with a header `id  path  duration_seconds  transcript` (relative paths resolve
 against the TSV's folder; an optional `feats` column names a precomputed (T, 80) fbank .npy) and/or
@@ -46,7 +46,7 @@ from streamcli.train.data import (
     refuse_eval_data,
     speed_perturb,
 )
-from streamcli.wctc_torch import (
+from streamcli.train.wctc_torch import (
     SUBSAMPLING,
     WORD_BOUNDARY,
     WctcConfig,

@@ -56,7 +56,7 @@ from streamcli.train.whisper_student import (
     load_student,
     save_student,
 )
-from streamcli.whisper_weights import load_tiny_en
+from streamcli.whisper.weights import load_tiny_en
 
 FEATURE_TYPE = "whisper_log10_mel"
 DEFAULT_WINDOWS = "50:0,60:20,100:0,100:26,100:50,150:50,200:50,200:100,300:100,400:100"

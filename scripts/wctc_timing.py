@@ -20,7 +20,8 @@ import numpy as np
 import soundfile as sf
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from streamcli.recognizer import RecognizerConfig, create_recognizer  # noqa: E402
+from streamcli.families import create_recognizer
+from streamcli.recognizer import RecognizerConfig
 
 
 def main() -> None:

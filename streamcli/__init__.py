@@ -19,7 +19,8 @@ from streamcli.errors import AudioError, DeviceError, ModelError, StreamcliError
 from streamcli.results import Result, Segment, Token, Word
 
 if TYPE_CHECKING:
-    from streamcli.recognizer import Recognizer, RecognizerConfig, Stream, create_recognizer
+    from streamcli.families import create_recognizer
+    from streamcli.recognizer import Recognizer, RecognizerConfig, Stream
     from streamcli.transcribe import TranscriptionStats, transcribe
 
 __all__ = [

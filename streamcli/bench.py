@@ -623,7 +623,7 @@ class FullContextEncoder:
     """
 
     def __init__(self, recognizer: Recognizer) -> None:
-        from streamcli.wctc import cache_shape
+        from streamcli.families.wctc import cache_shape
 
         self.session = recognizer.session
         self.feature_type = recognizer.info.feature_type
@@ -993,7 +993,8 @@ def _recognizer(
 ) -> Recognizer:
     """The streaming measurements run the first pass alone (rescore=False): a final is not part of
     any window's T_proc; the second pass is measured on its own (measure_second_pass)."""
-    from streamcli.recognizer import RecognizerConfig, create_recognizer
+    from streamcli.families import create_recognizer
+    from streamcli.recognizer import RecognizerConfig
 
     cfg = RecognizerConfig(
         model=model, device=device, threads=threads, window_frames=window, overlap_frames=overlap,

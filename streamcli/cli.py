@@ -188,7 +188,8 @@ def load_recognizer(
     """``--model/--device/--threads/--beam/--window/--overlap/--rescore`` -> a recognizer; prints the
     device fallback notice."""
     from streamcli.endpoint import EndpointConfig
-    from streamcli.recognizer import RecognizerConfig, create_recognizer
+    from streamcli.families import create_recognizer
+    from streamcli.recognizer import RecognizerConfig
     from streamcli.registry import resolve_model
 
     path = resolve_model(model)

@@ -1,4 +1,4 @@
-"""`streamcli export`: thin command over streamcli.export (torch is imported only when it runs)."""
+"""`streamcli export`: thin command over streamcli.train.export (torch is imported only when it runs)."""
 
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ def register(app: typer.Typer) -> None:
                 import torch  # noqa: F401
             except ImportError:
                 fail("streamcli export needs torch: pip install 'streamcli[train]'")
-            from streamcli.export import run_export
+            from streamcli.train.export import run_export
 
             meta = run_export(
                 str(out),

@@ -25,10 +25,9 @@ Model families plug in by subclassing :class:`Recognizer` and implementing four 
 Optional: ``chunk_ready(processed_frames, frames_ready)`` and ``frames_to_flush(num_frames)`` for a
 family whose readiness/tail rule differs from sherpa-onnx's (more than chunk_frames frames waiting).
 
-Families: ``zipformer``/``zipformer2`` transducers (:mod:`streamcli.zipformer`) and our windowed CTC
-encoder ``wctc`` (:mod:`streamcli.wctc`, imported lazily), chosen by the encoder's ``model_type``
-metadata. A family class is constructed as ``Family(config, folder, metadata)`` where ``metadata``
-is the encoder's ONNX metadata.
+Families live in :mod:`streamcli.families` (the ``{model_type: class}`` table and
+``create_recognizer``); a family class is constructed as ``Family(config, folder, metadata)`` where
+``metadata`` is the encoder's ONNX metadata. This module imports no family.
 """
 
 from __future__ import annotations
@@ -42,9 +41,8 @@ from typing import Any
 import numpy as np
 
 from streamcli.endpoint import EndpointConfig, EndpointDetector
-from streamcli.errors import ModelError
 from streamcli.features import feature_extractor, frames_covering, samples_for_frames
-from streamcli.providers import parse_device, read_onnx_metadata, resolve_threads
+from streamcli.providers import parse_device, resolve_threads
 from streamcli.results import Result, Segment, Token
 from streamcli.tokens import TokenTable, tokens_to_words
 
@@ -58,6 +56,32 @@ _DECODING_ALIASES = {
     "beam": "beam",
     "modified_beam_search": "beam",
 }
+
+
+def validate_window(window_frames: int, overlap_frames: int, subsampling: int = 1) -> None:
+    """The one rule for a window W and overlap O (10 ms feature frames), with clear ValueErrors.
+
+    0 <= O < W <= MAX_WINDOW_FRAMES, both multiples of the encoder's ``subsampling`` (one encoder
+    frame is that many feature frames). Used by RecognizerConfig, the wctc family and the torch models.
+    """
+    for name, value in (("window_frames", window_frames), ("overlap_frames", overlap_frames)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+            raise ValueError(f"{name} must be an integer number of 10 ms frames, got {value!r}")
+        if value > MAX_WINDOW_FRAMES:
+            flag = "--window" if name == "window_frames" else "--overlap"
+            raise ValueError(f"{flag} {value}: at most {MAX_WINDOW_FRAMES} frames "
+                             f"({MAX_WINDOW_FRAMES // 100} s; one window is one encoder call)")
+        if value % subsampling:
+            raise ValueError(
+                f"{name} must be a multiple of {subsampling} (one encoder frame = {subsampling} feature "
+                f"frames), got {value}"
+            )
+    if window_frames <= 0:
+        raise ValueError("window_frames must be > 0")
+    if not 0 <= overlap_frames < window_frames:
+        raise ValueError(
+            f"overlap_frames ({overlap_frames}) must be smaller than window_frames ({window_frames})"
+        )
 
 
 @dataclass
@@ -84,11 +108,6 @@ class RecognizerConfig:
             raise ValueError(f"beam must be an integer >= 1, got {self.beam!r}")
         if self.beam > MAX_BEAM:
             raise ValueError(f"--beam {self.beam}: at most {MAX_BEAM} active paths")
-        for name, value in (("window", self.window_frames), ("overlap", self.overlap_frames)):
-            too_big = isinstance(value, int) and not isinstance(value, bool) and value > MAX_WINDOW_FRAMES
-            if too_big:
-                raise ValueError(f"--{name} {value}: at most {MAX_WINDOW_FRAMES} frames "
-                                 f"({MAX_WINDOW_FRAMES // 100} s; one window is one encoder call)")
         if self.second_pass_frames not in ("teacher", "student"):
             raise ValueError(
                 f"second_pass_frames must be teacher or student, got {self.second_pass_frames!r}"
@@ -97,16 +116,11 @@ class RecognizerConfig:
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
                 raise ValueError(f"{name} must be a non-negative integer (10 ms frames), got {value!r}")
-        if self.window_frames is not None and self.window_frames == 0:
-            raise ValueError("window_frames must be > 0")
-        if (
-            self.window_frames is not None
-            and self.overlap_frames is not None
-            and self.overlap_frames >= self.window_frames
-        ):
-            raise ValueError(
-                f"overlap_frames ({self.overlap_frames}) must be smaller than "
-                f"window_frames ({self.window_frames})"
+        if self.window_frames is not None or self.overlap_frames is not None:
+            # The model's own defaults fill what is not given; the family checks its multiple.
+            validate_window(
+                self.window_frames if self.window_frames is not None else MAX_WINDOW_FRAMES,
+                self.overlap_frames if self.overlap_frames is not None else 0,
             )
         if not isinstance(self.endpoint, EndpointConfig):
             raise ValueError("endpoint must be a streamcli.endpoint.EndpointConfig")
@@ -392,49 +406,3 @@ class Stream:
     @property
     def finished(self) -> bool:
         return self._finished
-
-
-def detect_family(folder: Path) -> tuple[str, dict[str, str]]:
-    """(model_type, encoder metadata) of a model folder."""
-    encoders = sorted(folder.glob("encoder*.onnx"))
-    if not encoders:
-        raise ModelError(f"{folder}: no encoder*.onnx (a model folder holds encoder*.onnx and tokens.txt)")
-    meta = read_onnx_metadata(encoders[0])
-    model_type = meta.get("model_type", "")
-    if not model_type:
-        raise ModelError(f"{encoders[0]}: no model_type in the ONNX metadata; cannot tell the model family")
-    return model_type, meta
-
-
-def resolve_model_folder(model: str | Path | None) -> Path:
-    """A model folder from a path or a registry name (streamcli.registry), None = shipped default."""
-    if model is not None and Path(model).expanduser().is_dir():
-        folder = Path(model).expanduser()
-        if not (folder / "tokens.txt").is_file():
-            raise ModelError(f"{folder}: not a model folder (no tokens.txt)")
-        return folder
-    from streamcli import registry
-
-    return Path(registry.resolve_model(model))
-
-
-def create_recognizer(config: RecognizerConfig | None = None, **overrides: Any) -> Recognizer:
-    """Builds the recognizer for the model folder's family (zipformer transducer or wctc)."""
-    if config is None:
-        config = RecognizerConfig(**overrides)
-    elif overrides:
-        raise ValueError("pass either a RecognizerConfig or keyword overrides, not both")
-    config.validate()
-    folder = resolve_model_folder(config.model)
-    model_type, meta = detect_family(folder)
-    if model_type in ("zipformer", "zipformer2"):
-        from streamcli.zipformer import ZipformerTransducer
-
-        return ZipformerTransducer(config, folder, meta)
-    if model_type == "wctc":
-        from streamcli import wctc
-
-        return wctc.WctcRecognizer(config, folder, meta)
-    raise ModelError(
-        f"{folder}: unsupported model_type {model_type!r} (supported: zipformer, zipformer2, wctc)"
-    )

@@ -33,7 +33,7 @@ from streamcli.errors import ModelError
 MARKER_NAME = ".verified.json"
 _CHUNK_BYTES = 1 << 20
 # Files that make a folder a model folder (our wctc layout or the sherpa-onnx transducer layout).
-_ENCODER_GLOB = "encoder*.onnx"
+ENCODER_GLOB = "encoder*.onnx"
 
 Progress = Callable[[str, int, int], None]  # (file name, bytes done, bytes total)
 
@@ -484,7 +484,7 @@ def shipped_models_dirs() -> list[Path]:
 
 
 def is_model_folder(folder: Path) -> bool:
-    return folder.is_dir() and (folder / "tokens.txt").is_file() and any(folder.glob(_ENCODER_GLOB))
+    return folder.is_dir() and (folder / "tokens.txt").is_file() and any(folder.glob(ENCODER_GLOB))
 
 
 DEFAULT_MODEL = "streamcli-whisper-stream-en"

@@ -29,9 +29,10 @@ from streamcli import registry
 from streamcli.audio import open_audio
 from streamcli.cli import app
 from streamcli.errors import AudioError, ModelError, StreamcliError
+from streamcli.families import create_recognizer
 from streamcli.formats import DocumentWriter, render, sweep_stale_temp_files, write_atomic
 from streamcli.live import FileInputStream, LiveTranscriber, SegmentWriter
-from streamcli.recognizer import RecognizerConfig, create_recognizer
+from streamcli.recognizer import RecognizerConfig
 from streamcli.registry import KnownModel, ModelFile
 from streamcli.results import Segment, Token, Word
 from streamcli.tokens import TokenTable

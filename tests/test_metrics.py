@@ -144,7 +144,8 @@ def test_eval_wer_model_mode_matches_single_stream_decoding(test_zipformer_dir, 
     import json
     from pathlib import Path
 
-    from streamcli.recognizer import RecognizerConfig, create_recognizer
+    from streamcli.families import create_recognizer
+    from streamcli.recognizer import RecognizerConfig
     from streamcli.transcribe import transcribe
 
     eval_wer = _load_eval_wer()

@@ -12,7 +12,8 @@ from paths import SHARED
 
 from streamcli.endpoint import EndpointConfig
 from streamcli.errors import ModelError
-from streamcli.recognizer import RecognizerConfig, create_recognizer
+from streamcli.families import create_recognizer
+from streamcli.recognizer import RecognizerConfig
 from streamcli.results import Segment
 
 REPO = Path(__file__).resolve().parent.parent
@@ -121,10 +122,8 @@ def test_dispatch_on_model_type(tmp_path, monkeypatch):
         def __init__(self, config, folder, metadata):
             seen.update(config=config, folder=folder, metadata=metadata)
 
-    monkeypatch.setitem(sys.modules, "streamcli.wctc", types.SimpleNamespace(WctcRecognizer=FakeWctc))
-    import streamcli
-
-    monkeypatch.setattr(streamcli, "wctc", sys.modules["streamcli.wctc"], raising=False)
+    fake = types.SimpleNamespace(WctcRecognizer=FakeWctc)
+    monkeypatch.setitem(sys.modules, "streamcli.families.wctc", fake)
     cfg = RecognizerConfig(model=str(folder), device="cpu")
     assert isinstance(create_recognizer(cfg), FakeWctc)
     assert seen["folder"] == folder and seen["metadata"]["model_type"] == "wctc" and seen["config"] is cfg

@@ -9,6 +9,7 @@ import onnxruntime as ort
 import pytest
 
 from streamcli.errors import DeviceError, ModelError
+from streamcli.families import create_recognizer
 from streamcli.providers import (
     CPU,
     CUDA,
@@ -20,7 +21,7 @@ from streamcli.providers import (
     read_onnx_metadata,
     resolve_threads,
 )
-from streamcli.recognizer import RecognizerConfig, create_recognizer
+from streamcli.recognizer import RecognizerConfig
 from streamcli.results import Token
 from streamcli.tokens import TokenTable, pieces_to_text, tokens_to_words
 

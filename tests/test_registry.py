@@ -79,7 +79,7 @@ def test_known_models_carry_the_published_checksums():
         assert model.url(model.files[0]).startswith(("https://huggingface.co/csukuangfj/",
                                                       "https://huggingface.co/Systran/"))
     whisper = registry.find_known("whisper-tiny.en")
-    from streamcli.whisper_weights import TINY_EN_CT2_BYTES, TINY_EN_CT2_SHA256
+    from streamcli.whisper.weights import TINY_EN_CT2_BYTES, TINY_EN_CT2_SHA256
 
     assert whisper is not None and (whisper.files[0].sha256, whisper.files[0].size_bytes) == (
         TINY_EN_CT2_SHA256, TINY_EN_CT2_BYTES)

@@ -14,7 +14,8 @@ import pytest
 import soundfile as sf
 from paths import DEV, REPO
 
-from streamcli.recognizer import RecognizerConfig, create_recognizer
+from streamcli.families import create_recognizer
+from streamcli.recognizer import RecognizerConfig
 from streamcli.serve import ServeConfig, Server
 from streamcli.transcribe import transcribe
 

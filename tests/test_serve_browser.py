@@ -22,7 +22,8 @@ import pytest
 from paths import DEV
 from test_serve import Running
 
-from streamcli.recognizer import RecognizerConfig, create_recognizer
+from streamcli.families import create_recognizer
+from streamcli.recognizer import RecognizerConfig
 from streamcli.transcribe import transcribe
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 from paths import DEV, DEV_TSV, REPO
 
+from streamcli.families import create_recognizer
 from streamcli.metrics import corpus_error_rates
 from streamcli.providers import read_onnx_metadata
-from streamcli.recognizer import RecognizerConfig, create_recognizer
+from streamcli.recognizer import RecognizerConfig
 from streamcli.transcribe import transcribe
 
 SHIPPED = REPO / "models" / "streamcli-whisper-stream-en"
@@ -27,7 +28,7 @@ WINDOWS = [(100, 26), (50, 0), (60, 40), (200, 50), (400, 100)]
 def student():
     torch = pytest.importorskip("torch")
     from streamcli.train.whisper_student import StudentConfig, WhisperStudent
-    from streamcli.whisper_weights import load_tiny_en
+    from streamcli.whisper.weights import load_tiny_en
 
     torch.manual_seed(0)
     model = WhisperStudent(StudentConfig())

@@ -13,7 +13,8 @@ from paths import SHARED
 from streamcli.audio import read_audio
 from streamcli.endpoint import EndpointConfig
 from streamcli.errors import AudioError
-from streamcli.recognizer import RecognizerConfig, create_recognizer
+from streamcli.families import create_recognizer
+from streamcli.recognizer import RecognizerConfig
 from streamcli.transcribe import TranscriptionStats, transcribe
 
 DEV = SHARED / "data" / "dev"

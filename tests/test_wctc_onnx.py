@@ -1,4 +1,4 @@
-"""ONNX export of the windowed-CTC encoder and its runtime family (streamcli.wctc).
+"""ONNX export of the windowed-CTC encoder and its runtime family (streamcli.families.wctc).
 
 A tiny random model is exported into a tmp dir once per module; onnxruntime streaming must equal the
 torch full-sequence reference, one file must serve several W/O, and the recognizer built by
@@ -17,9 +17,10 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("onnx")
 
-from streamcli.export import CACHE_NAMES, export_model_dir  # noqa: E402
-from streamcli.recognizer import RecognizerConfig, create_recognizer  # noqa: E402
-from streamcli.wctc_torch import WctcConfig, WctcModel, char_tokens  # noqa: E402
+from streamcli.families import create_recognizer  # noqa: E402
+from streamcli.recognizer import RecognizerConfig  # noqa: E402
+from streamcli.train.export import CACHE_NAMES, export_model_dir  # noqa: E402
+from streamcli.train.wctc_torch import WctcConfig, WctcModel, char_tokens  # noqa: E402
 
 TINY = WctcConfig(
     d_model=32, num_layers=2, num_heads=2, ff_dim=64, conv_kernel=5, max_rel_distance=6, vocab_size=55

@@ -11,9 +11,10 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from streamcli.families import create_recognizer
 from streamcli.metrics import cer
 from streamcli.providers import read_onnx_metadata
-from streamcli.recognizer import RecognizerConfig, create_recognizer
+from streamcli.recognizer import RecognizerConfig
 
 REPO = Path(__file__).resolve().parent.parent
 SHIPPED = REPO / "models" / "streamcli-wctc-en-small"

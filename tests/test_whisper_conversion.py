@@ -16,8 +16,8 @@ from paths import DEV
 
 from streamcli.errors import ModelError
 from streamcli.features import compute_features
-from streamcli.second_pass import NO_TIMESTAMPS, SOT, WhisperSecondPass, whisper_window
-from streamcli.whisper_weights import dims_of, load_tiny_en, package_model_dir, read_ct2, verify_source
+from streamcli.whisper.second_pass import NO_TIMESTAMPS, SOT, WhisperSecondPass, whisper_window
+from streamcli.whisper.weights import dims_of, load_tiny_en, package_model_dir, read_ct2, verify_source
 
 ctranslate2 = pytest.importorskip("ctranslate2")
 

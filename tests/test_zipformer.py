@@ -12,9 +12,10 @@ from paths import SHARED
 
 from streamcli.endpoint import EndpointConfig
 from streamcli.errors import ModelError
-from streamcli.recognizer import RecognizerConfig, create_recognizer
+from streamcli.families import create_recognizer
+from streamcli.families.zipformer import v1_state_specs, v2_state_specs
+from streamcli.recognizer import RecognizerConfig
 from streamcli.search import BeamState
-from streamcli.zipformer import v1_state_specs, v2_state_specs
 
 REPO = Path(__file__).resolve().parent.parent
 

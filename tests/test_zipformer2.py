@@ -19,8 +19,9 @@ onnx = pytest.importorskip("onnx")
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
 from streamcli.endpoint import EndpointConfig  # noqa: E402
-from streamcli.recognizer import RecognizerConfig, create_recognizer  # noqa: E402
-from streamcli.zipformer import v2_state_specs  # noqa: E402
+from streamcli.families import create_recognizer  # noqa: E402
+from streamcli.families.zipformer import v2_state_specs  # noqa: E402
+from streamcli.recognizer import RecognizerConfig  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED = REPO.parent / "shared"

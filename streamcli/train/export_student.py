@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from streamcli.export import publish_with_metadata
+from streamcli.train.export import publish_with_metadata
 from streamcli.train.whisper_student import SUBSAMPLING, WhisperStudent, check_window, count_parameters
 
 CACHE_NAMES = ("cache_key", "cache_value", "cache_conv_in", "cache_conv_mid", "cache_valid")

@@ -30,8 +30,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from streamcli.wctc import validate_window
-from streamcli.wctc_torch import WORD_BOUNDARY, char_tokens  # the same character table as the wctc models
+from streamcli.recognizer import validate_window
+from streamcli.train.wctc_torch import (  # the same character table as the wctc models
+    WORD_BOUNDARY,
+    char_tokens,
+)
 
 __all__ = ["WORD_BOUNDARY", "char_tokens"]  # re-exported for the training scripts
 
@@ -56,7 +59,7 @@ class StudentConfig:
 
 
 def check_window(window_frames: int, overlap_frames: int) -> tuple[int, int]:
-    """Validates W/O (10 ms feature frames; the one rule, streamcli.wctc.validate_window) and returns
+    """Validates W/O (10 ms feature frames; the one rule, streamcli.recognizer.validate_window) and returns
     (hop, overlap) in 20 ms encoder frames."""
     validate_window(window_frames, overlap_frames, SUBSAMPLING)
     return (window_frames - overlap_frames) // SUBSAMPLING, overlap_frames // SUBSAMPLING

@@ -4,7 +4,7 @@ One encoder call takes the hop = W - O new 10 ms feature frames of each stream p
 (attention keys/values of the last O/5 encoder frames, the causal conv context, a valid-frame count)
 and returns CTC logits for hop/5 encoder frames (50 ms each) and the updated caches, so the work per
 call is the same at any stream position. The layout of the ONNX file is described in
-:mod:`streamcli.export` and in the README; this module only needs onnxruntime and numpy.
+:mod:`streamcli.train.export` and in the README; this module only needs onnxruntime and numpy.
 
 The window and overlap default to the values in the model's metadata and can be overridden per
 recognizer (``RecognizerConfig.window_frames/overlap_frames``): the same file serves any W/O that are
@@ -23,7 +23,7 @@ import numpy as np
 from streamcli.align import align_words
 from streamcli.errors import ModelError
 from streamcli.providers import create_model_sessions, resolve_threads
-from streamcli.recognizer import ModelInfo, Recognizer, RecognizerConfig
+from streamcli.recognizer import ModelInfo, Recognizer, RecognizerConfig, validate_window
 from streamcli.results import Segment, Token
 from streamcli.search import ctc_greedy
 from streamcli.tokens import TokenTable
@@ -40,22 +40,6 @@ _REQUIRED_METADATA = (
     "cache_names",
     "cache_shapes",
 )
-
-
-def validate_window(window_frames: int, overlap_frames: int, subsampling: int) -> None:
-    """Clear ValueErrors for a window/overlap the model cannot run (counts in 10 ms feature frames)."""
-    for name, value in (("window_frames", window_frames), ("overlap_frames", overlap_frames)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-            raise ValueError(f"{name} must be an integer number of 10 ms frames, got {value!r}")
-        if value % subsampling:
-            raise ValueError(
-                f"{name} must be a multiple of {subsampling} (one encoder frame = {subsampling} feature "
-                f"frames), got {value}"
-            )
-    if not 0 <= overlap_frames < window_frames:
-        raise ValueError(
-            f"need 0 <= overlap_frames < window_frames, got overlap {overlap_frames}, window {window_frames}"
-        )
 
 
 def cache_shape(spec: list[int | str], batch: int, overlap_frames: int, subsampling: int) -> tuple[int, ...]:
@@ -95,11 +79,6 @@ class WctcRecognizer(Recognizer):
 
     def __init__(self, config: RecognizerConfig, folder: Path, metadata: dict[str, str]) -> None:
         super().__init__(config)
-        if config.search != "greedy":
-            raise ValueError(
-                "this model decodes with CTC greedy search only: --beam is for transducer models "
-                "(leave it out)"
-            )
         missing = [k for k in _REQUIRED_METADATA if k not in metadata]
         if missing:
             raise ModelError(f"{folder}: wctc encoder metadata lacks {', '.join(missing)}")
@@ -149,7 +128,7 @@ class WctcRecognizer(Recognizer):
                 raise ValueError(
                     f"{folder.name}: the encoder has no hidden output for second_pass_frames=student"
                 )
-            from streamcli.second_pass import MAX_SEGMENT_FRAMES, SecondPassConfig, WhisperSecondPass  # noqa: PLC0415
+            from streamcli.whisper.second_pass import MAX_SEGMENT_FRAMES, SecondPassConfig, WhisperSecondPass  # noqa: PLC0415
 
             self._max_segment_frames = MAX_SEGMENT_FRAMES
 

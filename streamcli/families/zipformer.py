@@ -152,11 +152,6 @@ class ZipformerTransducer(Recognizer):
         super().__init__(config)
         folder = Path(folder)
         model_type = metadata.get("model_type", "")
-        if config.window_frames is not None or config.overlap_frames is not None:
-            raise ValueError(
-                "window_frames/overlap_frames apply to wctc models; a zipformer's chunk is fixed at export "
-                f"(this one: {metadata.get('decode_chunk_len', '?')} frames)"
-            )
         threads = resolve_threads(config.threads)
         sessions, files, provider, notice = create_model_sessions(
             folder, ["encoder", "decoder", "joiner"], config.device, threads

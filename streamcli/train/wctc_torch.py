@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
-from streamcli.wctc import validate_window
+from streamcli.recognizer import validate_window
 
 SUBSAMPLING = 5
 WORD_BOUNDARY = "\u2581"
@@ -320,7 +320,7 @@ class WctcModel(nn.Module):
 
 
 def check_window(window_frames: int, overlap_frames: int) -> tuple[int, int]:
-    """Validates W/O (feature frames; streamcli.wctc.validate_window) and returns (hop, overlap) in
+    """Validates W/O (feature frames; streamcli.recognizer.validate_window) and returns (hop, overlap) in
     encoder frames."""
     validate_window(window_frames, overlap_frames, SUBSAMPLING)
     return (window_frames - overlap_frames) // SUBSAMPLING, overlap_frames // SUBSAMPLING

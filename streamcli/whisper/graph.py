@@ -1,7 +1,7 @@
 """Whisper tiny.en's encoder and decoder written as ONNX graphs straight from the weights (no torch).
 
 The second pass needs both at run time, and the runtime must not depend on torch, so the graphs are
-built node by node with ``onnx.helper`` from the CTranslate2 variables (streamcli.whisper_weights).
+built node by node with ``onnx.helper`` from the CTranslate2 variables (streamcli.whisper.weights).
 
 ``whisper-encoder.onnx``: ``mel`` (N, 80, T) normalised log-mel (Whisper's rule), T <= 3000 ->
 ``encoder_out`` (N, ceil(T/2), 384) and, for every decoder layer, the cross-attention keys/values of
@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from streamcli.whisper_weights import dims_of
+from streamcli.whisper.weights import dims_of
 
 OPSET = 17
 

