@@ -24,9 +24,31 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
+from streamcli.errors import StreamcliError
 from streamcli.results import Segment
 
-FORMATS = ("txt", "json", "srt", "vtt")
+FORMATS = ("txt", "json", "srt", "vtt")  # whole documents (transcribe)
+LIVE_FORMATS = ("txt", "jsonl", "srt", "vtt")  # appended a segment at a time (live -o)
+
+
+def pick_format(fmt: str | None, output: Path | None, allowed: Sequence[str] = FORMATS) -> str:
+    """The one extension-to-format rule: ``--format`` if given, else the output's extension.
+
+    No output (or a folder) means txt. An extension that is not a format is refused rather than
+    guessed, so ``-o talk.wav`` never overwrites audio with text; ``--format`` writes any name.
+    """
+    if fmt is None:
+        suffix = output.suffix.lstrip(".").lower() if output is not None and not output.is_dir() else ""
+        if suffix and suffix not in allowed:
+            raise ValueError(
+                f"-o {output}: .{suffix} is not an output format ({', '.join(allowed)}); name the file "
+                "with one of those extensions, or give --format to write that name anyway"
+            )
+        fmt = suffix or "txt"
+    fmt = fmt.lower()
+    if fmt not in allowed:
+        raise ValueError(f"--format must be one of {', '.join(allowed)}, got {fmt!r}")
+    return fmt
 
 
 def transcript_text(segments: Sequence[Segment]) -> str:
@@ -65,14 +87,20 @@ def format_json(segments: Sequence[Segment], file: str) -> str:
     return json.dumps(to_dict(segments, file), ensure_ascii=False, indent=2) + "\n"
 
 
-def timestamp(seconds: float, *, decimal: str = ".", always_hours: bool = True) -> str:
-    """``HH:MM:SS.mmm`` (``,`` as decimal mark for SRT); negative times clamp to 0."""
-    total_ms = max(0, round(seconds * 1000))
-    hours, rest = divmod(total_ms, 3_600_000)
-    minutes, rest = divmod(rest, 60_000)
-    secs, millis = divmod(rest, 1000)
-    head = f"{hours:02d}:" if always_hours or hours else ""
-    return f"{head}{minutes:02d}:{secs:02d}{decimal}{millis:03d}"
+def timestamp(seconds: float, *, digits: int = 3, decimal: str = ".", always_hours: bool = True) -> str:
+    """The one clock: ``HH:MM:SS.mmm`` with ``digits`` decimals; negative times clamp to 0.
+
+    SRT: ``decimal=","``; terminal lines: ``digits=2, always_hours=False`` gives ``MM:SS.ss``, and
+    ``H:MM:SS.ss`` from one hour on.
+    """
+    unit = 10**digits
+    total = max(0, round(seconds * unit))
+    hours, rest = divmod(total, 3600 * unit)
+    minutes, rest = divmod(rest, 60 * unit)
+    secs, fraction = divmod(rest, unit)
+    head = f"{hours:02d}:" if always_hours else (f"{hours}:" if hours else "")
+    tail = f"{decimal}{fraction:0{digits}d}" if digits else ""
+    return f"{head}{minutes:02d}:{secs:02d}{tail}"
 
 
 VTT_HEADER = "WEBVTT\n\n"
@@ -311,3 +339,82 @@ class DocumentWriter:
         for spool in self._spools.values():
             with contextlib.suppress(OSError):
                 spool.close()
+
+
+class SegmentWriter:
+    """Appends each finalized segment to a file and forces it to disk, so a crash loses at most the
+    partial text. An existing file is continued, never emptied: a new session's segments follow the
+    old ones (srt numbering goes on from the last cue, vtt gets its header only in a new file, a
+    line cut short by a crash is closed first so every record stays on its own line).
+    """
+
+    def __init__(self, path: str | Path, fmt: str) -> None:
+        if fmt not in LIVE_FORMATS:
+            raise ValueError(f"unknown live output format {fmt!r}; choose one of {', '.join(LIVE_FORMATS)}")
+        self.path = Path(path)
+        self.fmt = fmt
+        self.count = 0
+        if self.path.is_dir():
+            raise ValueError(f"output path {self.path} is a directory")
+        previous = ""
+        if self.path.is_file():
+            try:
+                with open(self.path, "rb") as old:
+                    old.seek(0, os.SEEK_END)
+                    size = old.tell()
+                    old.seek(max(0, size - 65536))
+                    previous = old.read().decode("utf-8", "replace")
+            except OSError as exc:
+                raise ValueError(f"cannot read output file {self.path}: {exc.strerror}") from None
+        self._cue_base = _last_srt_cue(previous) if fmt == "srt" else 0
+        try:
+            self._handle = open(self.path, "a", encoding="utf-8", newline="\n")  # noqa: SIM115
+        except OSError as exc:
+            raise ValueError(f"cannot write output file {self.path}: {exc.strerror}") from None
+        if previous and not previous.endswith("\n"):
+            self._write("\n")
+        if fmt == "vtt" and not previous:
+            self._write(VTT_HEADER)
+        elif fmt in ("srt", "vtt") and previous and not previous.endswith("\n\n"):
+            self._write("\n")
+
+    def _write(self, text: str) -> None:
+        try:
+            self._handle.write(text)
+            self._handle.flush()
+            os.fsync(self._handle.fileno())
+        except OSError as exc:
+            raise StreamcliError(f"cannot write {self.path}: {exc.strerror or exc}; the segments before "
+                                 "were kept") from None
+
+    def write(self, segment: Segment) -> None:
+        text = segment.text.strip()
+        if not text:
+            return
+        self.count += 1
+        if self.fmt == "txt":
+            chunk = text + "\n"
+        elif self.fmt == "jsonl":
+            record = {**segment_record(segment), "words": word_records(segment),
+                      "tokens": token_records(segment)}
+            chunk = json.dumps(record, ensure_ascii=False) + "\n"
+        elif self.fmt == "srt":
+            chunk = srt_cue(self._cue_base + self.count, segment)
+        else:
+            chunk = vtt_cue(segment)
+        self._write(chunk)
+
+    def close(self) -> None:
+        if not self._handle.closed:
+            # A write that failed was reported already; what it left in the buffer cannot go anywhere.
+            with contextlib.suppress(OSError):
+                self._handle.close()
+
+
+def _last_srt_cue(text: str) -> int:
+    """The number of the last cue in the tail of an SRT file (0 when there is none)."""
+    lines = text.splitlines()
+    for i in range(len(lines) - 2, -1, -1):
+        if lines[i].strip().isdigit() and "-->" in lines[i + 1]:
+            return int(lines[i].strip())
+    return 0

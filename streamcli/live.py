@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import bisect
 import contextlib
-import json
 import math
-import os
 import queue
 import signal
 import threading
@@ -24,13 +22,19 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
-from streamcli.audio import ResampleStream, downmix, open_audio
-from streamcli.errors import AudioError, DeviceError, StreamcliError
-from streamcli.formats import VTT_HEADER, segment_record, srt_cue, token_records, vtt_cue, word_records
+from streamcli.audio import ResampleStream, downmix
+from streamcli.capture import (
+    FileInputStream,
+    InputDevice,
+    InputStreamLike,
+    open_sounddevice_stream,
+    resolve_input_device,
+)
+from streamcli.errors import AudioError, DeviceError
 from streamcli.results import Segment
 
 # How long the capture may go quiet (no callback at all) before the device counts as gone. Real
@@ -44,31 +48,8 @@ DEFAULT_MAX_QUEUED_S = 30.0
 LATENCY_WINDOW_TOKENS = 200
 
 
-class InputStreamLike(Protocol):
-    """The part of ``sounddevice.InputStream`` the live pipeline uses."""
-
-    samplerate: float
-    channels: int
-
-    def start(self) -> None: ...
-    def stop(self) -> None: ...
-    def close(self) -> None: ...
-
-
 # factory(device=, samplerate=, channels=, blocksize=, callback=, finished_callback=) -> stream
 InputStreamFactory = Callable[..., InputStreamLike]
-
-
-@dataclass(frozen=True)
-class InputDevice:
-    """One audio input as PortAudio reports it."""
-
-    index: int
-    name: str
-    hostapi: str
-    channels: int
-    default_rate_hz: float
-    is_default: bool
 
 
 @dataclass(frozen=True)
@@ -125,231 +106,6 @@ class LiveSummary:
     dropped_s: float = 0.0
     stop_reason: str = ""
     latencies_ms: list[float] = field(default_factory=list, repr=False)
-
-
-def import_sounddevice() -> Any:
-    """sounddevice, or a one-line DeviceError when PortAudio itself is missing."""
-    try:
-        import sounddevice
-    except OSError as exc:  # sounddevice raises OSError when libportaudio cannot be loaded
-        raise DeviceError(
-            f"PortAudio library not found ({exc}); install it, e.g. `apt-get install libportaudio2`"
-        ) from None
-    return sounddevice
-
-
-def list_input_devices() -> list[InputDevice]:
-    """All devices with at least one input channel, as PortAudio sees them."""
-    sd = import_sounddevice()
-    try:
-        devices = sd.query_devices()
-        hostapis = sd.query_hostapis()
-        default_in = sd.default.device[0]
-    except sd.PortAudioError as exc:
-        raise DeviceError(f"cannot list audio devices: {exc}") from None
-    if default_in is None or default_in < 0:
-        with contextlib.suppress(Exception):
-            default_in = sd.query_devices(kind="input")["index"]
-    result = []
-    for dev in devices:
-        if dev["max_input_channels"] <= 0:
-            continue
-        result.append(
-            InputDevice(
-                index=int(dev["index"]),
-                name=str(dev["name"]),
-                hostapi=str(hostapis[dev["hostapi"]]["name"]),
-                channels=int(dev["max_input_channels"]),
-                default_rate_hz=float(dev["default_samplerate"]),
-                is_default=dev["index"] == default_in,
-            )
-        )
-    return result
-
-
-def resolve_input_device(spec: str | int | None, devices: list[InputDevice] | None = None) -> InputDevice:
-    """The input device named by ``spec``: an index, an exact name, or a unique part of a name.
-
-    ``None`` means PortAudio's default input.
-    """
-    devices = list_input_devices() if devices is None else devices
-    if not devices:
-        raise DeviceError(
-            "no audio input device found (no microphone, or no audio server running); see `streamcli devices`"
-        )
-    if spec is None or spec == "":
-        for dev in devices:
-            if dev.is_default:
-                return dev
-        return devices[0]
-    text = str(spec).strip()
-    if text.lstrip("-").isdigit():
-        index = int(text)
-        for dev in devices:
-            if dev.index == index:
-                return dev
-        raise DeviceError(f"no input device with index {index}; see `streamcli devices`")
-    exact = [d for d in devices if d.name == text]
-    if exact:
-        return exact[0]
-    partial = [d for d in devices if text.lower() in d.name.lower()]
-    if len(partial) == 1:
-        return partial[0]
-    if not partial:
-        raise DeviceError(f"no input device matches {text!r}; see `streamcli devices`")
-    names = ", ".join(f"{d.index}: {d.name}" for d in partial)
-    raise DeviceError(f"input device {text!r} is ambiguous ({names}); give its index")
-
-
-def _portaudio_message(exc: BaseException, device: InputDevice, rate_hz: int, channels: int) -> str:
-    text = str(exc).replace("\n", " ")
-    low = text.lower()
-    where = f"input device {device.index} ({device.name!r})"
-    if "sample rate" in low or "samplerate" in low:
-        return (
-            f"{where} does not support {rate_hz} Hz ({text}); try --sample-rate {int(device.default_rate_hz)}"
-        )
-    if "channel" in low:
-        return f"{where} does not support {channels} channel(s) ({text}); try --channels 1"
-    if "unavailable" in low or "busy" in low or "-9985" in low:
-        return f"{where} is busy or unavailable ({text}); close the program using it or pick another"
-    return f"cannot open {where}: {text}"
-
-
-def open_sounddevice_stream(
-    device: InputDevice,
-    rate_hz: int,
-    channels: int,
-    blocksize: int,
-    callback: Callable[..., None],
-    finished_callback: Callable[[], None],
-) -> InputStreamLike:
-    """A started-ready ``sounddevice.InputStream`` or a one-line DeviceError."""
-    sd = import_sounddevice()
-    try:
-        sd.check_input_settings(device=device.index, samplerate=rate_hz, channels=channels, dtype="float32")
-        return sd.InputStream(
-            device=device.index,
-            samplerate=rate_hz,
-            channels=channels,
-            blocksize=blocksize,
-            dtype="float32",
-            callback=callback,
-            finished_callback=finished_callback,
-        )
-    except (sd.PortAudioError, ValueError) as exc:
-        raise DeviceError(_portaudio_message(exc, device, rate_hz, channels)) from None
-
-
-class FileInputStream:
-    """An audio file played at ``speed`` x real time through an InputStream-shaped callback.
-
-    Stands in for a microphone (``--input-file``); ``speed=0`` delivers as fast as the consumer
-    allows, which tests use. ``end_of_input`` tells a natural end from a device failure.
-    """
-
-    def __init__(
-        self,
-        path: str | Path | None = None,
-        *,
-        samples: np.ndarray | None = None,
-        samplerate: float | None = None,
-        blocksize: int = 0,
-        speed: float = 1.0,
-        callback: Callable[..., None] | None = None,
-        finished_callback: Callable[[], None] | None = None,
-        **_ignored: Any,
-    ) -> None:
-        self._audio = None
-        if samples is None:
-            if path is None:
-                raise ValueError("FileInputStream needs a path or samples")
-            # Streamed block by block while playing: a 3-hour file is never read into memory.
-            self._audio = open_audio(Path(path), block_s=0.02 if blocksize <= 0 else 1.0)
-            samplerate = self._audio.info.sample_rate
-            self._data = None
-            self.channels = int(self._audio.info.channels)
-        else:
-            data = np.asarray(samples, dtype=np.float32)
-            self._data = data[:, None] if data.ndim == 1 else data
-            self.channels = int(self._data.shape[1])
-        if samplerate is None or samplerate <= 0:
-            raise ValueError("FileInputStream needs a positive samplerate with samples")
-        if speed < 0:
-            raise ValueError(f"speed must be >= 0, got {speed}")
-        self.samplerate = float(samplerate)
-        # 20 ms blocks unless told otherwise: the order of what a sound card delivers.
-        self.blocksize = blocksize if blocksize > 0 else max(1, round(self.samplerate * 0.02))
-        if self._audio is not None:
-            self._audio.block_s = self.blocksize / self.samplerate
-        # A file is never dropped: the consumer's back-pressure slows it down instead (see
-        # LiveTranscriber._on_audio); only a real device can overflow.
-        self.blocking = True
-        self.speed = speed
-        self._callback = callback
-        self._finished_callback = finished_callback
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self.end_of_input = False
-        self.error: AudioError | None = None
-
-    def start(self) -> None:
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._run, name="streamcli-file-input", daemon=True)
-            self._thread.start()
-
-    def _blocks(self) -> Iterator[np.ndarray]:
-        if self._data is not None:
-            for start in range(0, self._data.shape[0], self.blocksize):
-                yield self._data[start : start + self.blocksize]
-        else:
-            assert self._audio is not None
-            yield from self._audio.raw_blocks()
-
-    def _run(self) -> None:
-        start = time.monotonic()
-        position = 0
-        completed = False
-        try:
-            for block in self._blocks():
-                if self._stop.is_set():
-                    break
-                position += block.shape[0]
-                if self.speed > 0:
-                    due = start + position / self.samplerate / self.speed
-                    delay = due - time.monotonic()
-                    if delay > 0 and self._stop.wait(delay):
-                        break
-                if self._callback is not None:
-                    self._callback(np.ascontiguousarray(block), block.shape[0], None, _NO_FLAGS)
-            else:
-                completed = True
-            self.end_of_input = completed
-        except AudioError as exc:
-            self.error = exc
-        finally:
-            if self._audio is not None:
-                self._audio.close()
-            if self._finished_callback is not None:
-                self._finished_callback()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join(timeout=5.0)
-
-    def close(self) -> None:
-        self.stop()
-        if self._thread is None and self._audio is not None:
-            self._audio.close()
-
-
-@dataclass(frozen=True)
-class _Flags:
-    input_overflow: bool = False
-
-
-_NO_FLAGS = _Flags()
 
 
 @dataclass
@@ -810,198 +566,7 @@ def stop_on_sigint(session: LiveTranscriber) -> Iterator[None]:
         signal.signal(signal.SIGINT, previous)
 
 
-def format_clock(seconds: float) -> str:
-    """``hh:mm:ss.s`` for the finalized-line prefix."""
-    tenths = int(round(max(0.0, seconds) * 10))
-    hours, rest = divmod(tenths, 36000)
-    minutes, rest = divmod(rest, 600)
-    return f"{hours:02d}:{minutes:02d}:{rest // 10:02d}.{rest % 10}"
-
-
-LIVE_FORMATS = ("txt", "jsonl", "srt", "vtt")
-
-
-class SegmentWriter:
-    """Appends each finalized segment to a file and forces it to disk, so a crash loses at most the
-    partial text. An existing file is continued, never emptied: a new session's segments follow the
-    old ones (srt numbering goes on from the last cue, vtt gets its header only in a new file, a
-    line cut short by a crash is closed first so every record stays on its own line).
-    """
-
-    def __init__(self, path: str | Path, fmt: str) -> None:
-        if fmt not in LIVE_FORMATS:
-            raise ValueError(f"unknown live output format {fmt!r}; choose one of {', '.join(LIVE_FORMATS)}")
-        self.path = Path(path)
-        self.fmt = fmt
-        self.count = 0
-        if self.path.is_dir():
-            raise ValueError(f"output path {self.path} is a directory")
-        previous = ""
-        if self.path.is_file():
-            try:
-                with open(self.path, "rb") as old:
-                    old.seek(0, os.SEEK_END)
-                    size = old.tell()
-                    old.seek(max(0, size - 65536))
-                    previous = old.read().decode("utf-8", "replace")
-            except OSError as exc:
-                raise ValueError(f"cannot read output file {self.path}: {exc.strerror}") from None
-        self._cue_base = _last_srt_cue(previous) if fmt == "srt" else 0
-        try:
-            self._handle = open(self.path, "a", encoding="utf-8", newline="\n")  # noqa: SIM115
-        except OSError as exc:
-            raise ValueError(f"cannot write output file {self.path}: {exc.strerror}") from None
-        if previous and not previous.endswith("\n"):
-            self._write("\n")
-        if fmt == "vtt" and not previous:
-            self._write(VTT_HEADER)
-        elif fmt in ("srt", "vtt") and previous and not previous.endswith("\n\n"):
-            self._write("\n")
-
-    def _write(self, text: str) -> None:
-        try:
-            self._handle.write(text)
-            self._handle.flush()
-            os.fsync(self._handle.fileno())
-        except OSError as exc:
-            raise StreamcliError(f"cannot write {self.path}: {exc.strerror or exc}; the segments before "
-                                 "were kept") from None
-
-    def write(self, segment: Segment) -> None:
-        text = segment.text.strip()
-        if not text:
-            return
-        self.count += 1
-        if self.fmt == "txt":
-            chunk = text + "\n"
-        elif self.fmt == "jsonl":
-            record = {**segment_record(segment), "words": word_records(segment),
-                      "tokens": token_records(segment)}
-            chunk = json.dumps(record, ensure_ascii=False) + "\n"
-        elif self.fmt == "srt":
-            chunk = srt_cue(self._cue_base + self.count, segment)
-        else:
-            chunk = vtt_cue(segment)
-        self._write(chunk)
-
-    def close(self) -> None:
-        if not self._handle.closed:
-            # A write that failed was reported already; what it left in the buffer cannot go anywhere.
-            with contextlib.suppress(OSError):
-                self._handle.close()
-
-
-def _last_srt_cue(text: str) -> int:
-    """The number of the last cue in the tail of an SRT file (0 when there is none)."""
-    lines = text.splitlines()
-    for i in range(len(lines) - 2, -1, -1):
-        if lines[i].strip().isdigit() and "-->" in lines[i + 1]:
-            return int(lines[i].strip())
-    return 0
-
-
-def plural(count: int, noun: str) -> str:
-    return f"{count} {noun}" + ("" if count == 1 else "s")
-
-
-def format_from_path(path: str | Path, default: str = "txt") -> str:
-    """Output format guessed from the file extension (``.jsonl``, ``.srt``, ``.vtt``, else ``txt``)."""
-    suffix = Path(path).suffix.lower().lstrip(".")
-    return suffix if suffix in LIVE_FORMATS else default
-
-
-def level_bar(level_dbfs: float, width: int = 12, floor_dbfs: float = -60.0) -> str:
-    """A text meter: full at 0 dBFS, empty at ``floor_dbfs``."""
-    fraction = min(1.0, max(0.0, (level_dbfs - floor_dbfs) / -floor_dbfs))
-    filled = int(round(fraction * width))
-    return "#" * filled + "-" * (width - filled)
-
-
-def status_line(status: LiveStatus) -> str:
-    def ms(value: float | None) -> str:
-        return "-" if value is None else f"{value:.0f}"
-
-    rtf = "-" if status.rtf is None else f"{status.rtf:.2f}"
-    return (
-        f"{format_clock(status.audio_s)} level [{level_bar(status.level_dbfs)}] {status.level_dbfs:5.1f} dBFS"
-        f" | latency p50 {ms(status.latency_p50_ms)} ms p95 {ms(status.latency_p95_ms)} ms"
-        f" | RTF {rtf} | {status.provider or '?'}"
-        f" | overflow {status.overflowed_blocks} dropped {status.dropped_blocks}"
-    )
-
-
 def summary_dict(summary: LiveSummary) -> dict[str, Any]:
     """The summary as JSON-ready values (the per-token latency list left out)."""
     data = {k: v for k, v in summary.__dict__.items() if k != "latencies_ms"}
     return {k: (round(v, 3) if isinstance(v, float) else v) for k, v in data.items()}
-
-
-def summary_line(summary: LiveSummary) -> str:
-    def ms(value: float | None) -> str:
-        return "-" if value is None else f"{value:.0f} ms"
-
-    rtf = "-" if summary.rtf is None else f"{summary.rtf:.3f}"
-    return (
-        f"live: {summary.audio_s:.1f} s of audio at {summary.capture_rate_hz} Hz x{summary.capture_channels}"
-        f", {plural(summary.segments, 'segment')}, {plural(summary.tokens, 'token')}"
-        f"; audio-to-text latency p50 {ms(summary.latency_p50_ms)} p95 {ms(summary.latency_p95_ms)}"
-        f"; RTF {rtf} on {summary.provider or '?'}"
-        f"; blocks {summary.blocks}, overflowed {summary.overflowed_blocks}, dropped {summary.dropped_blocks}"
-        f" ({summary.dropped_s:.2f} s); stopped: {summary.stop_reason}"
-    )
-
-
-class LiveRenderer:
-    """Shows events on a Rich console: finalized lines scroll above a live partial + status area.
-
-    On something that is not a terminal it prints only finalized lines, flushed one by one.
-    """
-
-    def __init__(self, console: Any, *, show_status: bool = True) -> None:
-        self.console = console
-        self.interactive = bool(console.is_terminal)
-        self.show_status = show_status
-        self._partial = ""
-        self._status: LiveStatus | None = None
-        self._live: Any = None
-
-    def __enter__(self) -> LiveRenderer:
-        if self.interactive:
-            from rich.live import Live
-
-            self._live = Live(self._renderable(), console=self.console, auto_refresh=False, transient=True)
-            self._live.__enter__()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._live is not None:
-            self._live.__exit__(None, None, None)
-            self._live = None
-
-    def _renderable(self) -> Any:
-        from rich.text import Text
-
-        # One line, updated in place: a long partial shows its newest end.
-        width = max(10, int(self.console.width) - 1)
-        partial = self._partial if len(self._partial) <= width else "…" + self._partial[-(width - 1) :]
-        text = Text(partial, style="italic", no_wrap=True, overflow="crop")
-        if self.show_status and self._status is not None:
-            line = status_line(self._status)
-            text.append("\n" + line[:width], style="dim")
-        return text
-
-    def __call__(self, event: LiveEvent) -> None:
-        if isinstance(event, SegmentEvent):
-            seg = event.segment
-            line = f"[{format_clock(seg.start)}] {seg.text.strip()}"
-            if self.interactive:
-                self.console.print(line, markup=False, highlight=False)
-            else:
-                self.console.file.write(line + "\n")
-                self.console.file.flush()
-        elif isinstance(event, PartialEvent):
-            self._partial = event.text
-        elif isinstance(event, StatusEvent):
-            self._status = event.status
-        if self._live is not None:
-            self._live.update(self._renderable(), refresh=True)

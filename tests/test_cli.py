@@ -17,6 +17,9 @@ from rich.console import Console
 from typer.testing import CliRunner
 
 from streamcli import cli, registry
+from streamcli.cli import common as cli_common
+from streamcli.cli import transcribe as cli_transcribe
+from streamcli.formats import timestamp
 from streamcli.registry import KnownModel, ModelFile
 
 DEV = SHARED / "data" / "dev"
@@ -35,7 +38,7 @@ def model(test_zipformer_dir) -> list[str]:
 @pytest.fixture(autouse=True)
 def reuse_recognizers(monkeypatch):
     """Loading the test model costs ~1 s; CLI invocations with the same options share one."""
-    load = cli.load_recognizer
+    load = cli_common.load_recognizer
 
     def cached(*args, **kwargs):
         key = repr((args, sorted(kwargs.items())))
@@ -43,7 +46,7 @@ def reuse_recognizers(monkeypatch):
             _RECOGNIZERS[key] = load(*args, **kwargs)
         return _RECOGNIZERS[key]
 
-    monkeypatch.setattr(cli, "load_recognizer", cached)
+    monkeypatch.setattr(cli_transcribe, "load_recognizer", cached)
 
 
 _RECOGNIZERS: dict[str, object] = {}
@@ -267,7 +270,7 @@ def test_beam_search_option(model):
 def test_terminal_live_view(model, monkeypatch):
     screen = io.StringIO()
     terminal = Console(file=screen, force_terminal=True, width=200, highlight=False, color_system=None)
-    monkeypatch.setattr(cli, "console", terminal)
+    monkeypatch.setattr(cli_transcribe, "console", terminal)
     result = run("transcribe", FLAC_16K, *model)
     assert result.exit_code == 0, result.output
     shown = screen.getvalue()
@@ -281,9 +284,12 @@ def test_terminal_live_view(model, monkeypatch):
 
 
 def test_clock_and_footer_helpers():
-    assert cli.clock(0) == "00:00.00"
-    assert cli.clock(75.456) == "01:15.46"
-    assert cli.clock(3725.0) == "1:02:05.00"
+    def clock(seconds: float) -> str:
+        return timestamp(seconds, digits=2, always_hours=False)
+
+    assert clock(0) == "00:00.00"
+    assert clock(75.456) == "01:15.46"
+    assert clock(3725.0) == "1:02:05.00"
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -27,11 +27,12 @@ from typer.testing import CliRunner
 
 from streamcli import registry
 from streamcli.audio import open_audio
+from streamcli.capture import FileInputStream
 from streamcli.cli import app
 from streamcli.errors import AudioError, ModelError, StreamcliError
 from streamcli.families import create_recognizer
-from streamcli.formats import DocumentWriter, render, sweep_stale_temp_files, write_atomic
-from streamcli.live import FileInputStream, LiveTranscriber, SegmentWriter
+from streamcli.formats import DocumentWriter, SegmentWriter, render, sweep_stale_temp_files, write_atomic
+from streamcli.live import LiveTranscriber
 from streamcli.recognizer import RecognizerConfig
 from streamcli.registry import KnownModel, ModelFile
 from streamcli.results import Segment, Token, Word
@@ -233,7 +234,8 @@ def test_7_sigterm_during_a_download_leaves_no_part_file(tmp_path):
     code = f"""
 import http.server, threading, time, sys, os
 sys.path.insert(0, {str(Path(__file__).parent)!r})
-from streamcli import registry, cli
+from streamcli import registry
+from streamcli.cli import root as cli
 import signal
 signal.signal(signal.SIGTERM, cli._terminate)
 class H(http.server.BaseHTTPRequestHandler):

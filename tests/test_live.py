@@ -15,20 +15,16 @@ import soundfile as sf
 from live_fakes import FakeInputStream, FakeRecognizer, bursts
 
 from streamcli import live as lv
+from streamcli.capture import FileInputStream, InputDevice, resolve_input_device
+from streamcli.cli.live import LiveRenderer, status_line
 from streamcli.endpoint import EndpointConfig
 from streamcli.errors import DeviceError
+from streamcli.formats import LIVE_FORMATS, SegmentWriter, pick_format, timestamp
 from streamcli.live import (
-    FileInputStream,
-    InputDevice,
-    LiveRenderer,
     LiveTranscriber,
     PartialEvent,
     SegmentEvent,
-    SegmentWriter,
     StatusEvent,
-    format_clock,
-    format_from_path,
-    resolve_input_device,
     stop_on_sigint,
 )
 from streamcli.results import Segment, Token, Word
@@ -362,13 +358,21 @@ def test_segment_writer_appends_and_flushes_each_segment(tmp_path: Path, fmt: st
         assert "00:00:00.500 --> 00:00:01.250\nhello world\n" in text
 
 
-def test_format_helpers():
-    assert format_clock(3723.25) == "01:02:03.2" or format_clock(3723.25) == "01:02:03.3"
-    assert format_clock(0) == "00:00:00.0"
-    assert format_from_path("a.SRT") == "srt" and format_from_path("a.jsonl") == "jsonl"
-    assert format_from_path("a.out") == "txt"
+def test_format_helpers(tmp_path):
+    assert timestamp(3723.25, digits=1) in ("01:02:03.2", "01:02:03.3")
+    assert timestamp(0, digits=1) == "00:00:00.0"
+    assert timestamp(3725.0, digits=2, always_hours=False) == "1:02:05.00"
+    assert pick_format(None, Path("a.SRT"), LIVE_FORMATS) == "srt"
+    assert pick_format(None, Path("a.jsonl"), LIVE_FORMATS) == "jsonl"
+    assert pick_format(None, None, LIVE_FORMATS) == "txt"
+    # The one rule for both commands: an extension that is no format is refused, not guessed.
+    with pytest.raises(ValueError, match=r"\.out is not an output format"):
+        pick_format(None, Path("a.out"), LIVE_FORMATS)
+    assert pick_format("txt", Path("a.out"), LIVE_FORMATS) == "txt"
+    with pytest.raises(ValueError, match="--format must be one of txt, jsonl"):
+        pick_format("json", Path("a.json"), LIVE_FORMATS)
     with pytest.raises(ValueError, match="unknown live output format"):
-        SegmentWriter("x", "json")
+        SegmentWriter(tmp_path / "x", "json")
 
 
 def test_renderer_prints_plain_final_lines_when_not_a_terminal():
@@ -400,6 +404,7 @@ def test_renderer_on_a_terminal_keeps_the_partial_on_one_line():
         renderer(PartialEvent("word " * 30 + "newest"))
         assert renderer._renderable().plain.splitlines()[0].endswith("newest")
         assert all(len(line) <= 40 for line in renderer._renderable().plain.splitlines())
-        assert "overflow" in lv.status_line(status) and "p95 450 ms" in lv.status_line(status)
+        line = status_line(status)
+        assert "overflow 2 dropped 1" in line and "p95 450 ms" in line and len(line) < 100
         renderer(SegmentEvent(Segment(1.0, 2.0, "done")))
     assert "[00:00:01.0] done" in buffer.getvalue()

@@ -15,13 +15,13 @@ import soundfile as sf
 from live_fakes import FakeRecognizer, bursts
 from typer.testing import CliRunner
 
-from streamcli import live as lv
+from streamcli import capture
 from streamcli.cli import app
 from streamcli.errors import DeviceError
 
 # After streamcli.cli: the command modules import their helpers from it (importing one of them
 # first would be circular).
-cli_live = importlib.import_module("streamcli.cli_live")
+cli_live = importlib.import_module("streamcli.cli.live")
 
 runner = CliRunner()
 
@@ -159,7 +159,7 @@ def test_missing_input_file_is_one_line(fake_model, tmp_path: Path):
 
 
 def test_no_input_device(fake_model, monkeypatch, tmp_path: Path):
-    monkeypatch.setattr(lv, "list_input_devices", lambda: [])
+    monkeypatch.setattr(capture, "list_input_devices", lambda: [])
     previous = tmp_path / "yesterday.srt"
     previous.write_text("1\n00:00:00,000 --> 00:00:01,000\nkeep me\n\n")
     result = runner.invoke(app, ["live", "-o", str(previous)])
@@ -189,7 +189,7 @@ def test_portaudio_missing_is_one_line(fake_model, monkeypatch):
     monkeypatch.delitem(sys.modules, "sounddevice", raising=False)
     monkeypatch.setattr(sys, "meta_path", [_BrokenPortAudio(), *sys.meta_path])
     with pytest.raises(DeviceError, match="install it, e.g. `apt-get install libportaudio2`"):
-        lv.import_sounddevice()
+        capture.import_sounddevice()
     result = runner.invoke(app, ["live"])
     assert result.exit_code == 1
     assert result.stderr.startswith("error: PortAudio library not found") and not fake_model  # no model load
@@ -220,7 +220,7 @@ class FakeSoundDevice:
         raise AssertionError("not reached in these tests")
 
 
-MIC = lv.InputDevice(2, "USB Mic", "ALSA", 1, 48000.0, True)
+MIC = capture.InputDevice(2, "USB Mic", "ALSA", 1, 48000.0, True)
 
 
 @pytest.mark.parametrize(
@@ -234,19 +234,19 @@ MIC = lv.InputDevice(2, "USB Mic", "ALSA", 1, 48000.0, True)
 )
 def test_portaudio_open_errors_are_clear(monkeypatch, check_error, open_error, expected):
     fake = FakeSoundDevice(check_error, open_error)
-    monkeypatch.setattr(lv, "import_sounddevice", lambda: fake)
+    monkeypatch.setattr(capture, "import_sounddevice", lambda: fake)
     rate = 22050
     with pytest.raises(DeviceError, match=expected.replace("(", r"\(").replace(")", r"\)")) as info:
-        lv.open_sounddevice_stream(MIC, rate, 2, 0, lambda *a: None, lambda: None)
+        capture.open_sounddevice_stream(MIC, rate, 2, 0, lambda *a: None, lambda: None)
     assert "\n" not in str(info.value)
     assert "USB Mic" in str(info.value)
 
 
 def test_devices_lists_inputs(monkeypatch):
     monkeypatch.setattr(
-        lv,
+        capture,
         "list_input_devices",
-        lambda: [lv.InputDevice(0, "pulse", "ALSA", 32, 44100.0, False), MIC],
+        lambda: [capture.InputDevice(0, "pulse", "ALSA", 32, 44100.0, False), MIC],
     )
     result = runner.invoke(app, ["devices"])
     assert result.exit_code == 0, result.output

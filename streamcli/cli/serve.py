@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from streamcli.cli import (
+from streamcli.cli.common import (
     DEBUG_OPTION,
     DEVICE_OPTION,
     MODEL_OPTION,

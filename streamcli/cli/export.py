@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from streamcli.cli import DEBUG_OPTION, console, fail, run_command
+from streamcli.cli.common import DEBUG_OPTION, console, fail, run_command
 
 
 def register(app: typer.Typer) -> None:

@@ -11,7 +11,7 @@ from rich.table import Table
 from rich.text import Text
 
 from streamcli import bench
-from streamcli.cli import DEBUG_OPTION, MODEL_OPTION, THREADS_OPTION, console, fail, run_command
+from streamcli.cli.common import DEBUG_OPTION, MODEL_OPTION, THREADS_OPTION, console, fail, run_command
 
 
 def _ms(value: float | None) -> str:

@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
-from streamcli.cli import (
+from streamcli import capture
+from streamcli.cli.common import (
     BEAM_OPTION,
     DEBUG_OPTION,
     DEVICE_OPTION,
@@ -23,7 +24,8 @@ from streamcli.cli import (
     load_recognizer,
     run_command,
 )
-from streamcli.formats import write_atomic
+from streamcli.formats import LIVE_FORMATS, SegmentWriter, pick_format, timestamp, write_atomic
+from streamcli.live import LiveEvent, LiveStatus, LiveSummary, PartialEvent, SegmentEvent, StatusEvent
 
 
 def register(app: typer.Typer) -> None:
@@ -122,9 +124,7 @@ def live(
         from streamcli import live as lv
         from streamcli.endpoint import EndpointConfig
 
-        out_format = fmt or (lv.format_from_path(output) if output is not None else "txt")
-        if out_format not in lv.LIVE_FORMATS:
-            raise ValueError(f"--format must be one of {', '.join(lv.LIVE_FORMATS)}, got {out_format!r}")
+        out_format = pick_format(fmt, output, LIVE_FORMATS)
         endpoint = EndpointConfig(
             enabled=not no_endpoint,
             rule1_min_trailing_silence_s=rule1_silence,
@@ -133,7 +133,7 @@ def live(
             silence_from=silence_from,  # type: ignore[arg-type]  # validated by EndpointConfig
         )
         if input_file is None:
-            lv.import_sounddevice()  # PortAudio missing: say so before loading a model
+            capture.import_sounddevice()  # PortAudio missing: say so before loading a model
         recognizer = load_recognizer(model, device, threads, beam, endpoint, window, overlap, rescore)
         session = lv.LiveTranscriber(
             recognizer,
@@ -148,7 +148,7 @@ def live(
         )
         # Only now, with the input open: a device error must not truncate an existing output file.
         try:
-            writer = lv.SegmentWriter(output, out_format) if output is not None else None
+            writer = SegmentWriter(output, out_format) if output is not None else None
         except BaseException:
             session.close()
             raise
@@ -168,17 +168,17 @@ def live(
             renderer(event)
 
         try:
-            with lv.stop_on_sigint(session), lv.LiveRenderer(console, show_status=status) as renderer:
+            with lv.stop_on_sigint(session), LiveRenderer(console, show_status=status) as renderer:
                 session.run(on_event)
         finally:
             if writer is not None:
                 writer.close()
-            err.print(lv.summary_line(session.summary), markup=False, highlight=False, soft_wrap=True)
+            err.print(summary_line(session.summary), markup=False, highlight=False, soft_wrap=True)
             if stats_json is not None:
                 write_atomic(stats_json, json.dumps(lv.summary_dict(session.summary), indent=2) + "\n")
             if writer is not None:
                 err.print(
-                    f"wrote {lv.plural(writer.count, 'segment')} to {output}",
+                    f"wrote {plural(writer.count, 'segment')} to {output}",
                     markup=False,
                     highlight=False,
                     soft_wrap=True,
@@ -193,8 +193,8 @@ def devices(debug: bool = DEBUG_OPTION) -> None:
     def body() -> None:
         from rich.table import Table
 
+        from streamcli.capture import list_input_devices
         from streamcli.errors import DeviceError
-        from streamcli.live import list_input_devices
 
         found = list_input_devices()
         if not found:
@@ -222,3 +222,102 @@ def devices(debug: bool = DEBUG_OPTION) -> None:
             sys.stdout.flush()
 
     run_command(body, debug=debug)
+
+
+def plural(count: int, noun: str) -> str:
+    return f"{count} {noun}" + ("" if count == 1 else "s")
+
+
+def level_bar(level_dbfs: float, width: int = 12, floor_dbfs: float = -60.0) -> str:
+    """A text meter: full at 0 dBFS, empty at ``floor_dbfs``."""
+    fraction = min(1.0, max(0.0, (level_dbfs - floor_dbfs) / -floor_dbfs))
+    filled = int(round(fraction * width))
+    return "#" * filled + "-" * (width - filled)
+
+
+def status_line(status: LiveStatus) -> str:
+    """One status line, under 100 columns: the overflow/dropped counters come before the provider,
+    so a narrow terminal cuts the least useful part."""
+
+    def ms(value: float | None) -> str:
+        return "-" if value is None else f"{value:.0f}"
+
+    rtf = "-" if status.rtf is None else f"{status.rtf:.2f}"
+    provider = (status.provider or "?").replace("ExecutionProvider", "")
+    return (
+        f"{timestamp(status.audio_s, digits=1)} [{level_bar(status.level_dbfs)}]"
+        f" {status.level_dbfs:5.1f} dBFS"
+        f" | p50 {ms(status.latency_p50_ms)} p95 {ms(status.latency_p95_ms)} ms | RTF {rtf}"
+        f" | overflow {status.overflowed_blocks} dropped {status.dropped_blocks} | {provider}"
+    )
+
+
+def summary_line(summary: LiveSummary) -> str:
+    def ms(value: float | None) -> str:
+        return "-" if value is None else f"{value:.0f} ms"
+
+    rtf = "-" if summary.rtf is None else f"{summary.rtf:.3f}"
+    return (
+        f"live: {summary.audio_s:.1f} s of audio at {summary.capture_rate_hz} Hz x{summary.capture_channels}"
+        f", {plural(summary.segments, 'segment')}, {plural(summary.tokens, 'token')}"
+        f"; audio-to-text latency p50 {ms(summary.latency_p50_ms)} p95 {ms(summary.latency_p95_ms)}"
+        f"; RTF {rtf} on {summary.provider or '?'}"
+        f"; blocks {summary.blocks}, overflowed {summary.overflowed_blocks}, dropped {summary.dropped_blocks}"
+        f" ({summary.dropped_s:.2f} s); stopped: {summary.stop_reason}"
+    )
+
+
+class LiveRenderer:
+    """Shows events on a Rich console: finalized lines scroll above a live partial + status area.
+
+    On something that is not a terminal it prints only finalized lines, flushed one by one.
+    """
+
+    def __init__(self, console: Any, *, show_status: bool = True) -> None:
+        self.console = console
+        self.interactive = bool(console.is_terminal)
+        self.show_status = show_status
+        self._partial = ""
+        self._status: LiveStatus | None = None
+        self._live: Any = None
+
+    def __enter__(self) -> LiveRenderer:
+        if self.interactive:
+            from rich.live import Live
+
+            self._live = Live(self._renderable(), console=self.console, auto_refresh=False, transient=True)
+            self._live.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._live is not None:
+            self._live.__exit__(None, None, None)
+            self._live = None
+
+    def _renderable(self) -> Any:
+        from rich.text import Text
+
+        # One line, updated in place: a long partial shows its newest end.
+        width = max(10, int(self.console.width) - 1)
+        partial = self._partial if len(self._partial) <= width else "…" + self._partial[-(width - 1) :]
+        text = Text(partial, style="italic", no_wrap=True, overflow="crop")
+        if self.show_status and self._status is not None:
+            line = status_line(self._status)
+            text.append("\n" + line[:width], style="dim")
+        return text
+
+    def __call__(self, event: LiveEvent) -> None:
+        if isinstance(event, SegmentEvent):
+            seg = event.segment
+            line = f"[{timestamp(seg.start, digits=1)}] {seg.text.strip()}"
+            if self.interactive:
+                self.console.print(line, markup=False, highlight=False)
+            else:
+                self.console.file.write(line + "\n")
+                self.console.file.flush()
+        elif isinstance(event, PartialEvent):
+            self._partial = event.text
+        elif isinstance(event, StatusEvent):
+            self._status = event.status
+        if self._live is not None:
+            self._live.update(self._renderable(), refresh=True)

@@ -1,0 +1,219 @@
+"""What every ``streamcli`` command shares (each command module imports it; it imports none of them).
+
+
+- ``console`` / ``err_console``: Rich consoles on stdout / stderr (``console.is_terminal`` decides
+  between the live view and plain lines).
+- ``MODEL_OPTION``, ``DEVICE_OPTION``, ``THREADS_OPTION``, ``BEAM_OPTION``, ``WINDOW_OPTION``,
+  ``OVERLAP_OPTION``, ``DEBUG_OPTION``: option definitions, used as defaults:
+  ``def cmd(model: str | None = MODEL_OPTION, debug: bool = DEBUG_OPTION)``.
+- ``run_command(body, debug=debug)``: runs ``body()`` and turns StreamcliError / ValueError / OSError
+  (and any unexpected exception) into one ``error: ...`` line on stderr and a non-zero exit;
+  ``--debug`` (on the command or before it: ``streamcli --debug CMD``) prints the traceback too.
+- ``fail(message, code=1)``: print one ``error: ...`` line and exit with ``code``.
+- ``load_recognizer(model, device, threads, beam=0, endpoint=None, window_frames=None,
+  overlap_frames=None)``: resolves ``--model NAME|PATH``
+  through the registry, builds the recognizer and prints the device fallback notice, if any.
+"""
+
+from __future__ import annotations
+
+import sys
+import traceback
+from collections.abc import Callable
+from typing import TYPE_CHECKING, NoReturn, TypeVar
+
+import typer
+from rich.console import Console
+from rich.text import Text
+
+from streamcli.errors import StreamcliError
+
+if TYPE_CHECKING:
+    from streamcli.endpoint import EndpointConfig
+    from streamcli.recognizer import Recognizer
+
+T = TypeVar("T")
+
+console = Console(highlight=False)
+err_console = Console(stderr=True, highlight=False)
+
+
+class CliState:
+    debug = False
+
+
+# ---------------------------------------------------------------------------------------------------
+# Shared option definitions
+
+MODEL_OPTION = typer.Option(
+    None,
+    "--model",
+    "-m",
+    help="Model folder, or a name from `streamcli models list` (default: the shipped model).",
+)
+DEVICE_OPTION = typer.Option(
+    "auto", "--device", help="auto, cpu, cuda or cuda:N (auto falls back to CPU with a notice)."
+)
+THREADS_OPTION = typer.Option(0, "--threads", min=0, help="CPU threads for onnxruntime (0: automatic).")
+BEAM_OPTION = typer.Option(
+    0, "--beam", min=0, help="Modified beam search with N active paths (0: greedy search)."
+)
+DEBUG_OPTION = typer.Option(False, "--debug", help="Show the full traceback of errors.")
+WINDOW_OPTION = typer.Option(
+    None,
+    "--window",
+    help="Windowed models: window W in 10 ms frames (a multiple of the model's subsampling: 2 for the "
+    "default model, 5 for the older wctc one; default: the model's own).",
+)
+OVERLAP_OPTION = typer.Option(
+    None,
+    "--overlap",
+    help="Windowed models: overlap O in 10 ms frames, 0 <= O < W (default: the model's own).",
+)
+RESCORE_OPTION = typer.Option(
+    None,
+    "--rescore/--no-rescore",
+    help="Two-pass models: Whisper's decoder writes each segment's final text (default: on where the "
+    "model has a second pass). --no-rescore prints the streaming first pass only.",
+    show_default=False,
+)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Error handling
+
+
+def _one_line(message: str) -> str:
+    return " ".join(part.strip() for part in str(message).strip().splitlines() if part.strip())
+
+
+def safe_text(text: str) -> str:
+    """Printable text for any name: bytes of a non-UTF-8 file name (surrogate escapes) become U+FFFD."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
+def print_error(message: str) -> None:
+    err_console.print(Text("error: " + safe_text(_one_line(message))), soft_wrap=True)
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    """Prints one ``error: ...`` line on stderr and exits with ``code``."""
+    print_error(message)
+    raise typer.Exit(code)
+
+
+def run_command(body: Callable[[], T], *, debug: bool = False) -> T:
+    """Runs a command body; errors become one line on stderr and a non-zero exit (traceback with --debug)."""
+    debug = debug or CliState.debug
+    try:
+        return body()
+    except (typer.Exit, typer.Abort, SystemExit):
+        raise
+    except KeyboardInterrupt:
+        print_error("interrupted")
+        raise typer.Exit(130) from None
+    except BrokenPipeError:
+        # The reader went away (`streamcli ... | head`): stop quietly, like other Unix tools.
+        _silence_stdout()
+        raise typer.Exit(0) from None
+    except StreamcliError as exc:
+        _report(exc, str(exc), debug)
+        raise typer.Exit(exc.exit_code) from None
+    except ValueError as exc:  # bad configuration values
+        _report(exc, str(exc), debug)
+        raise typer.Exit(2) from None
+    except OSError as exc:
+        where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
+        _report(exc, f"{where}{exc.strerror or exc}", debug)
+        raise typer.Exit(1) from None
+    except Exception as exc:  # noqa: BLE001 - last line of defence: never a bare traceback
+        _report(exc, f"unexpected {type(exc).__name__}: {exc} (run with --debug for the traceback)", debug)
+        raise typer.Exit(1) from None
+
+
+def _silence_stdout() -> None:
+    import os
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # not a real file descriptor (tests): nothing to flush anyway
+        pass
+
+
+def _report(exc: BaseException, message: str, debug: bool) -> None:
+    if debug:
+        traceback.print_exception(type(exc), exc, exc.__traceback__, file=sys.stderr)
+    print_error(message)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Recognizer helper
+
+
+def load_recognizer(
+    model: str | None,
+    device: str = "auto",
+    threads: int = 0,
+    beam: int = 0,
+    endpoint: EndpointConfig | None = None,
+    window_frames: int | None = None,
+    overlap_frames: int | None = None,
+    rescore: bool | None = None,
+) -> Recognizer:
+    """``--model/--device/--threads/--beam/--window/--overlap/--rescore`` -> a recognizer; prints the
+    device fallback notice."""
+    from streamcli.endpoint import EndpointConfig
+    from streamcli.families import create_recognizer
+    from streamcli.recognizer import RecognizerConfig
+    from streamcli.registry import resolve_model
+
+    path = resolve_model(model)
+    config = RecognizerConfig(
+        model=str(path),
+        device=device,
+        threads=threads,
+        decoding="modified_beam_search" if beam > 0 else "greedy",
+        beam=beam if beam > 0 else 4,
+        window_frames=window_frames,
+        overlap_frames=overlap_frames,
+        rescore=rescore,
+        endpoint=endpoint if endpoint is not None else EndpointConfig(),
+    )
+    recognizer = create_recognizer(config)
+    notice = getattr(recognizer.info, "device_notice", None)
+    if notice:
+        err_console.print(Text(f"note: {notice}"), soft_wrap=True)
+    return recognizer
+
+
+# ---------------------------------------------------------------------------------------------------
+# Output views
+
+
+# ---------------------------------------------------------------------------------------------------
+# transcribe
+
+
+# ---------------------------------------------------------------------------------------------------
+# models
+
+
+def print_table(title: str, headers: list[str], rows: list[list[str]], *, show_header: bool = True) -> None:
+    """A Rich table on a terminal; plain tab-separated lines (``# title`` first) otherwise."""
+    if console.is_terminal:
+        from rich.table import Table
+
+        table = Table(title=title, title_justify="left", show_header=show_header)
+        for header in headers:
+            table.add_column(header)
+        for row in rows:
+            table.add_row(*row)
+        console.print(table)
+        return
+    lines = [f"# {title}"]
+    if show_header:
+        lines.append("\t".join(headers))
+    lines += ["\t".join(row) for row in rows]
+    sys.stdout.write("\n".join(lines) + "\n")
+    sys.stdout.flush()
