@@ -93,7 +93,7 @@ def decode_with_model(rows: list[ManifestRow], model: str, *, device: str, threa
 
     from streamcli.families import create_recognizer
     from streamcli.recognizer import RecognizerConfig
-    from streamcli.transcribe import TranscriptionStats, transcribe
+    from streamcli.transcribe import transcribe
 
     recognizer = create_recognizer(RecognizerConfig(
         model=model, device=device, threads=threads, window_frames=window_frames,
@@ -103,9 +103,8 @@ def decode_with_model(rows: list[ManifestRow], model: str, *, device: str, threa
     chunk_ms: list[float] = []
     start = time.perf_counter()
     for row in rows:
-        stats = TranscriptionStats()
-        segments = list(transcribe(str(row.audio_path), recognizer, stats=stats))
-        hypotheses[row.utt_id] = " ".join(seg.text for seg in segments)
+        flow, stats = transcribe(str(row.audio_path), recognizer)
+        hypotheses[row.utt_id] = " ".join(seg.text for seg in flow)
         audio_s += stats.audio_s
         chunk_ms += stats.chunk_times_ms
         print(f"\r{len(hypotheses)}/{len(rows)} utterances", end="", file=sys.stderr, flush=True)

@@ -21,7 +21,7 @@ from streamcli.results import Result, Segment, Token, Word
 if TYPE_CHECKING:
     from streamcli.families import create_recognizer
     from streamcli.recognizer import Recognizer, RecognizerConfig, Stream
-    from streamcli.transcribe import TranscriptionStats, transcribe
+    from streamcli.transcribe import TranscriptionInfo, transcribe
 
 __all__ = [
     "AudioError",
@@ -34,7 +34,7 @@ __all__ = [
     "Stream",
     "StreamcliError",
     "Token",
-    "TranscriptionStats",
+    "TranscriptionInfo",
     "Word",
     "create_recognizer",
     "transcribe",
@@ -46,7 +46,7 @@ _LAZY = {
     "RecognizerConfig": "streamcli.recognizer",
     "Stream": "streamcli.recognizer",
     "create_recognizer": "streamcli.recognizer",
-    "TranscriptionStats": "streamcli.transcribe",
+    "TranscriptionInfo": "streamcli.transcribe",
     "transcribe": "streamcli.transcribe",
 }
 

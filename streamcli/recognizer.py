@@ -34,9 +34,10 @@ from __future__ import annotations
 
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -264,6 +265,7 @@ class Stream:
         self._finished = False
         self._utterance_start_s = 0.0
         self._reported: list[int] = []
+        self.hypothesis_changed = False  # set by new_tokens(): the hypothesis differs from the last call
         self.tail_padding_samples = 0
         self.chunk_times_ms: list[float] = []
 
@@ -353,6 +355,8 @@ class Stream:
         limit = min(len(ids), len(reported))
         while common < limit and ids[common] == reported[common]:
             common += 1
+        # A shorter hypothesis with nothing new is a change too (beam search dropped its tail).
+        self.hypothesis_changed = common < len(reported) or common < len(ids)
         del reported[common:]
         reported.extend(ids[common:])
         tokens = self._rec.tokens
@@ -406,3 +410,122 @@ class Stream:
     @property
     def finished(self) -> bool:
         return self._finished
+
+
+class StreamLike(Protocol):
+    """The verbs the driver uses: :class:`Stream`, or a test's fake with the same shape."""
+
+    hypothesis_changed: bool
+
+    def accept_waveform(self, sample_rate: int, samples: np.ndarray) -> None: ...
+    def input_finished(self) -> None: ...
+    def is_ready(self) -> bool: ...
+    def decode(self) -> list[Token]: ...
+    def new_tokens(self) -> list[Token]: ...
+    def result(self) -> Result: ...
+    def is_endpoint(self) -> bool: ...
+    def reset(self) -> Segment | None: ...
+
+
+class RecognizerLike(Protocol):
+    """What callers of the driver need from a recognizer (a :class:`Recognizer`, or a fake)."""
+
+    info: ModelInfo
+
+    def create_stream(self) -> Any: ...
+    def decode_streams(self, streams: list[Any]) -> None: ...
+
+
+@dataclass(frozen=True)
+class Window:
+    """What one decoded window gave: the tokens it added and the segment an endpoint closed after it."""
+
+    tokens: list[Token]
+    segment: Segment | None  # None: no endpoint, or an endpoint in silence (no text)
+
+
+class StreamDriver:
+    """The one streaming loop over a stream, used by transcribe, live, serve and bench.
+
+    Feed audio with :meth:`accept_waveform`; every window that becomes ready is decoded, the partial
+    is published (``on_partial``, only when the hypothesis changed), the endpoint rules are applied
+    after each window (not per block: a large block may hold an endpoint inside) and a closed
+    utterance's segment is returned (and passed to ``on_segment``). :meth:`finish` decodes the rest
+    and closes the last utterance. Segments without text are never returned.
+
+    For several streams in one batched encoder call use :func:`decode_batch`, which runs the same
+    per-window step for each.
+    """
+
+    def __init__(
+        self,
+        stream: StreamLike,
+        *,
+        on_partial: Callable[[Result], None] | None = None,
+        on_segment: Callable[[Segment], None] | None = None,
+    ) -> None:
+        self.stream = stream
+        self.on_partial = on_partial
+        self.on_segment = on_segment
+        self.segments = 0  # segments with text returned so far
+        self.finished = False
+
+    def accept_waveform(self, sample_rate: int, samples: np.ndarray) -> list[Segment]:
+        """Feeds samples and decodes every window that is ready; returns the segments they closed."""
+        self.stream.accept_waveform(sample_rate, samples)
+        return self.decode_ready()
+
+    def step(self) -> Window | None:
+        """Decodes one window if one is ready (None otherwise) and applies the per-window rules."""
+        if not self.stream.is_ready():
+            return None
+        return self.after_window(self.stream.decode())
+
+    def after_window(self, tokens: list[Token]) -> Window:
+        """Partial + endpoint after a decoded window (called by step() and by decode_batch())."""
+        changed = bool(tokens) or self.stream.hypothesis_changed
+        if changed and self.on_partial is not None:
+            self.on_partial(self.stream.result())
+        segment = self.close_utterance() if self.stream.is_endpoint() else None
+        return Window(tokens, segment)
+
+    def decode_ready(self) -> list[Segment]:
+        segments = []
+        while (window := self.step()) is not None:
+            if window.segment is not None:
+                segments.append(window.segment)
+        return segments
+
+    def close_utterance(self) -> Segment | None:
+        """Finalizes the current utterance now (endpoint, end of input, or the caller's choice)."""
+        segment = self.stream.reset()
+        if segment is None or not segment.text.strip():
+            return None
+        self.segments += 1
+        if self.on_segment is not None:
+            self.on_segment(segment)
+        return segment
+
+    def input_finished(self) -> None:
+        """No more audio (the tail is padded); the windows left are decoded by the next steps."""
+        self.stream.input_finished()
+        self.finished = True
+
+    def finish(self) -> list[Segment]:
+        """No more audio: decodes the rest and closes the last utterance."""
+        self.input_finished()
+        segments = self.decode_ready()
+        last = self.close_utterance()
+        return segments + ([last] if last is not None else [])
+
+
+def decode_batch(
+    recognizer: RecognizerLike, drivers: Sequence[StreamDriver]
+) -> list[tuple[StreamDriver, Window]]:
+    """One batched encoder call over every driver whose stream has a window ready, then each one's
+    per-window step; returns (driver, window) for the drivers that were decoded."""
+    ready = [d for d in drivers if d.stream.is_ready()]
+    if not ready:
+        return []
+    recognizer.decode_streams([d.stream for d in ready])
+    return [(d, d.after_window(d.stream.new_tokens())) for d in ready]

@@ -2,18 +2,20 @@
 
 ::
 
-    from streamcli.recognizer import RecognizerConfig, create_recognizer
-    from streamcli.transcribe import transcribe
+    from streamcli import RecognizerConfig, create_recognizer, transcribe
 
     recognizer = create_recognizer(RecognizerConfig(model="models/..."))
-    for segment in transcribe("talk.flac", recognizer, on_partial=lambda r: print(r.text)):
+    segments, info = transcribe("talk.flac", recognizer, on_partial=lambda r: print(r.text))
+    print(info.audio.duration_s)
+    for segment in segments:
         print(f"[{segment.start:.2f} -> {segment.end:.2f}] {segment.text}")
 
 The input is read block by block (:mod:`streamcli.audio`), so text flows while the file is still being
 read and memory does not grow with its length. A segment is yielded at every endpoint
-(:mod:`streamcli.endpoint` rules, checked by the stream) and at the end of the input. ``on_partial``
-receives the current hypothesis after every encoder call. ``realtime=True`` feeds the audio no faster
-than 1x wall-clock time, as a live source would.
+(:mod:`streamcli.endpoint` rules, applied by the one streaming loop,
+:class:`streamcli.recognizer.StreamDriver`) and at the end of the input. ``on_partial`` receives the
+current hypothesis after every encoder call that changed it. ``realtime=True`` feeds the audio no
+faster than 1x wall-clock time, as a live source would.
 """
 
 from __future__ import annotations
@@ -22,20 +24,19 @@ import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, BinaryIO
+from typing import BinaryIO
 
 import numpy as np
 
-from streamcli.audio import DEFAULT_BLOCK_S, AudioInfo, open_audio
+from streamcli.audio import DEFAULT_BLOCK_S, AudioInfo, AudioSource, open_audio
+from streamcli.recognizer import RecognizerLike, StreamDriver
 from streamcli.results import Result, Segment
-
-if TYPE_CHECKING:
-    from streamcli.recognizer import Recognizer, Stream
 
 
 @dataclass
-class TranscriptionStats:
-    """Filled in while :func:`transcribe` runs (the CLI footer reads it from ``on_partial``)."""
+class TranscriptionInfo:
+    """What :func:`transcribe` knows of its input at once (``audio``, ``provider``) and the clocks it
+    keeps while the segments are consumed (the CLI footer reads them)."""
 
     audio: AudioInfo | None = None
     provider: str = ""
@@ -69,54 +70,54 @@ def _array_blocks(samples: np.ndarray, block_frames: int) -> Iterator[np.ndarray
 
 def transcribe(
     source: str | os.PathLike[str] | BinaryIO | np.ndarray,
-    recognizer: Recognizer,
+    recognizer: RecognizerLike,
     *,
     realtime: bool = False,
     on_partial: Callable[[Result], None] | None = None,
     sample_rate: int | None = None,
     block_s: float = DEFAULT_BLOCK_S,
     stdin: BinaryIO | None = None,
-    stats: TranscriptionStats | None = None,
-) -> Iterator[Segment]:
-    """Streams ``source`` through a new stream of ``recognizer`` and yields finalized segments.
+) -> tuple[Iterator[Segment], TranscriptionInfo]:
+    """Streams ``source`` through a new stream of ``recognizer``: ``(segments, info)``.
 
     ``source``: a file path, ``"-"`` (WAV on stdin, or ``stdin`` if given), a binary WAV stream, or a
     float32 array in [-1, 1] (mono or (frames, channels)) at ``sample_rate`` (default: the model's).
-    Segments with no text (an endpoint in silence) are not yielded. Errors in the audio raise
-    :class:`streamcli.errors.AudioError`; segments yielded before stay valid.
+    The input is opened here (a missing or unreadable file raises now, with ``info.audio`` known
+    before any decoding); ``segments`` is a generator that decodes as it is consumed, and ``info``'s
+    clocks advance with it. Segments with no text (an endpoint in silence) are not yielded. Errors in
+    the audio raise :class:`streamcli.errors.AudioError` from the generator; segments yielded before
+    stay valid.
     """
-    stats = stats if stats is not None else TranscriptionStats()
+    info = TranscriptionInfo(provider=recognizer.info.provider)
     model_rate = int(recognizer.info.sample_rate)
-    stats.provider = str(getattr(recognizer.info, "provider", ""))
-    start_wall = time.perf_counter()
-
     if isinstance(source, np.ndarray):
         rate = int(sample_rate or model_rate)
         blocks: Iterator[np.ndarray] = _array_blocks(source, max(1, round(block_s * rate)))
         frames = source.shape[0]
-        stats.audio = AudioInfo("<array>", rate, 1 if source.ndim == 1 else source.shape[1], frames, "", "")
+        info.audio = AudioInfo("<array>", rate, 1 if source.ndim == 1 else source.shape[1], frames, "", "")
         audio = None
     else:
         audio = open_audio(source, target_rate=model_rate, block_s=block_s, stdin=stdin)
-        stats.audio = audio.info
+        info.audio = audio.info
         rate = model_rate
         blocks = audio.blocks()
+    return _segments(recognizer, blocks, audio, rate, realtime, on_partial, info), info
 
+
+def _segments(
+    recognizer: RecognizerLike,
+    blocks: Iterator[np.ndarray],
+    audio: AudioSource | None,
+    rate: int,
+    realtime: bool,
+    on_partial: Callable[[Result], None] | None,
+    info: TranscriptionInfo,
+) -> Iterator[Segment]:
     stream = recognizer.create_stream()
+    driver = StreamDriver(stream, on_partial=on_partial)
+    info.chunk_times_ms = stream.chunk_times_ms
+    start_wall = time.perf_counter()
     fed_samples = 0
-
-    def drain() -> Iterator[Segment]:
-        while stream.is_ready():
-            stream.decode()
-            _update(stats, stream, start_wall)
-            if on_partial is not None:
-                on_partial(stream.result())
-            if stream.is_endpoint():
-                segment = stream.reset()
-                if segment is not None and segment.text.strip():
-                    stats.segments += 1
-                    yield segment
-
     try:
         for block in blocks:
             if realtime:
@@ -124,26 +125,18 @@ def transcribe(
                 ahead_s = fed_samples / rate - (time.perf_counter() - start_wall)
                 if ahead_s > 0:
                     time.sleep(ahead_s)
-                    stats.paced_s += ahead_s
-            stream.accept_waveform(rate, block)
+                    info.paced_s += ahead_s
+            segments = driver.accept_waveform(rate, block)
             fed_samples += block.shape[0]
-            stats.audio_s = fed_samples / rate
-            yield from drain()
-        stream.input_finished()
-        yield from drain()
-        segment = stream.reset()
-        _update(stats, stream, start_wall)
-        if segment is not None and segment.text.strip():
-            stats.segments += 1
+            info.audio_s = fed_samples / rate
+            info.elapsed_s = time.perf_counter() - start_wall
+            for segment in segments:
+                info.segments = driver.segments
+                yield segment
+        for segment in driver.finish():
+            info.segments = driver.segments
             yield segment
     finally:
         if audio is not None:
             audio.close()
-        stats.elapsed_s = time.perf_counter() - start_wall
-
-
-def _update(stats: TranscriptionStats, stream: Stream, start_wall: float) -> None:
-    stats.elapsed_s = time.perf_counter() - start_wall
-    times = getattr(stream, "chunk_times_ms", None)
-    if times is not None:
-        stats.chunk_times_ms = list(times) if not isinstance(times, list) else times
+        info.elapsed_s = time.perf_counter() - start_wall

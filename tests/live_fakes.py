@@ -120,6 +120,7 @@ class FakeStream:
         self.endpoint = EndpointDetector(endpoint, sample_rate=rate)
         self.decode_delay_s = decode_delay_s
         self.accepted_block_sizes: list[int] = []
+        self.hypothesis_changed = False  # tokens are only appended, so decode()'s list says it all
 
     @property
     def received_s(self) -> float:
@@ -156,6 +157,9 @@ class FakeStream:
             self.tokens.append(token)
             return [token]
         return []
+
+    def new_tokens(self) -> list[Token]:
+        raise AssertionError("a single fake stream is driven through decode(), never batched")
 
     def result(self) -> Result:
         return Result(text=" ".join(t.text for t in self.tokens), tokens=list(self.tokens))

@@ -161,7 +161,7 @@ def test_eval_wer_model_mode_matches_single_stream_decoding(test_zipformer_dir, 
     assert eval_wer.main(["--model", str(test_zipformer_dir), "--data", str(manifest),
                           "--out-tsv", str(details), "--json", str(summary_path)]) == 0
     recognizer = create_recognizer(RecognizerConfig(model=str(test_zipformer_dir), device="cpu"))
-    expected = {r["id"]: " ".join(seg.text for seg in transcribe(str(dev.parent / r["path"]), recognizer))
+    expected = {r["id"]: " ".join(seg.text for seg in transcribe(str(dev.parent / r["path"]), recognizer)[0])
                 for r in rows}
     assert any(expected.values())
     with open(details, newline="", encoding="utf-8") as f:

@@ -45,9 +45,9 @@ def test_default_model_is_two_pass(two_pass, first_pass_only):
 
 def test_finals_on_jfk_and_dev_files(two_pass):
     """A broken decoder (or wrong frames, wrong normalisation) cannot get under 15 % WER here."""
-    pairs = [(JFK_TEXT, " ".join(s.text for s in transcribe(str(JFK), two_pass)))]
+    pairs = [(JFK_TEXT, " ".join(s.text for s in transcribe(str(JFK), two_pass)[0]))]
     for row in _dev_rows(10):
-        hyp = " ".join(s.text for s in transcribe(str(DEV / row["path"]), two_pass))
+        hyp = " ".join(s.text for s in transcribe(str(DEV / row["path"]), two_pass)[0])
         pairs.append((row["transcript"], hyp))
     rates = corpus_error_rates(pairs)
     assert rates.wer <= 0.15, (rates.wer, pairs)
@@ -55,8 +55,8 @@ def test_finals_on_jfk_and_dev_files(two_pass):
 
 
 def test_no_rescore_gives_the_first_pass(two_pass, first_pass_only):
-    first = list(transcribe(str(JFK), first_pass_only))
-    final = list(transcribe(str(JFK), two_pass))
+    first = list(transcribe(str(JFK), first_pass_only)[0])
+    final = list(transcribe(str(JFK), two_pass)[0])
     first_text = " ".join(s.text for s in first)
     # The first pass writes lowercase characters only; the finals are Whisper's cased, punctuated text.
     assert first_text == first_text.lower() and "," not in first_text
@@ -72,12 +72,12 @@ def test_no_text_without_speech(two_pass, kind):
         if kind == "silence"
         else (0.03 * rng.standard_normal(160000)).astype(np.float32)
     )
-    assert [s.text for s in transcribe(audio, two_pass, sample_rate=16000)] == []
+    assert [s.text for s in transcribe(audio, two_pass, sample_rate=16000)[0]] == []
 
 
 def test_word_times_are_monotonic_and_inside_segments(two_pass):
     path = DEV / _dev_rows(3)[1]["path"]
-    segments = list(transcribe(str(path), two_pass))
+    segments = list(transcribe(str(path), two_pass)[0])
     assert segments
     previous_end = 0.0
     for seg in segments:

@@ -84,7 +84,7 @@ async def stream_file(
 
 def test_final_text_equals_transcribe(server, recognizer):
     text, answers = asyncio.run(stream_file(server.url, pcm16(FILE_A)))
-    assert text == " ".join(s.text for s in transcribe(str(FILE_A), recognizer))
+    assert text == " ".join(s.text for s in transcribe(str(FILE_A), recognizer)[0])
     assert text
     partials = [a for a in answers[:-1] if a.get("partial")]
     assert partials, "partial text must arrive before the end"
@@ -186,7 +186,7 @@ def test_a_killed_client_does_not_disturb_another(server, recognizer):
         return await survivor
 
     text, _ = asyncio.run(run())
-    assert text == " ".join(s.text for s in transcribe(str(FILE_A), recognizer))
+    assert text == " ".join(s.text for s in transcribe(str(FILE_A), recognizer)[0])
 
 
 def test_streams_are_batched(server):

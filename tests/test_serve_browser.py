@@ -148,7 +148,7 @@ def test_captions_page_in_chromium(tmp_path):
     import soundfile as sf
 
     recognizer = create_recognizer(RecognizerConfig(device="cpu"))
-    expected = " ".join(s.text for s in transcribe(str(JFK), recognizer))
+    expected = " ".join(s.text for s in transcribe(str(JFK), recognizer)[0])
     running = Running(recognizer, max_streams=4)
     try:
         shot = tmp_path / "captions.png"

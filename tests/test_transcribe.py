@@ -1,4 +1,4 @@
-"""transcribe(): end to end on real dev audio with the test zipformer; invariants, streaming, errors."""
+"""transcribe()[0]: end to end on real dev audio with the test zipformer; invariants, streaming, errors."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from streamcli.endpoint import EndpointConfig
 from streamcli.errors import AudioError
 from streamcli.families import create_recognizer
 from streamcli.recognizer import RecognizerConfig
-from streamcli.transcribe import TranscriptionStats, transcribe
+from streamcli.transcribe import transcribe
 
 DEV = SHARED / "data" / "dev"
 WAV_8K = (
@@ -59,8 +59,8 @@ def check_invariants(segments, duration_s: float) -> None:
 @pytest.mark.parametrize("path", INPUTS, ids=lambda p: p.name)
 def test_real_audio_every_rate_and_layout(recognizer, path):
     info = sf.info(path)
-    stats = TranscriptionStats()
-    segments = list(transcribe(path, recognizer, stats=stats))
+    flow, stats = transcribe(path, recognizer)
+    segments = list(flow)
     assert segments, "speech gives text with the test model"
     check_invariants(segments, info.duration)
     assert stats.audio.sample_rate == info.samplerate and stats.audio.channels == info.channels
@@ -70,12 +70,12 @@ def test_real_audio_every_rate_and_layout(recognizer, path):
 
 
 def test_block_size_and_source_kind_do_not_change_the_result(recognizer):
-    by_path = list(transcribe(FLAC_44K_STEREO_24, recognizer, block_s=0.1))
-    big_blocks = list(transcribe(FLAC_44K_STEREO_24, recognizer, block_s=1.3))
+    by_path = list(transcribe(FLAC_44K_STEREO_24, recognizer, block_s=0.1)[0])
+    big_blocks = list(transcribe(FLAC_44K_STEREO_24, recognizer, block_s=1.3)[0])
     assert [(s.text, s.start, s.end) for s in big_blocks] == [(s.text, s.start, s.end) for s in by_path]
     samples, rate = read_audio(FLAC_16K)
-    from_array = list(transcribe(samples, recognizer, sample_rate=rate))
-    from_path = list(transcribe(FLAC_16K, recognizer))
+    from_array = list(transcribe(samples, recognizer, sample_rate=rate)[0])
+    from_path = list(transcribe(FLAC_16K, recognizer)[0])
     assert [s.tokens for s in from_array] == [s.tokens for s in from_path]
 
 
@@ -87,7 +87,7 @@ def test_matches_one_stream_fed_the_whole_file(recognizer_no_endpoint):
     while stream.is_ready():
         stream.decode()
     expected = stream.result()
-    segments = list(transcribe(WAV_22K, recognizer_no_endpoint))
+    segments = list(transcribe(WAV_22K, recognizer_no_endpoint)[0])
     assert len(segments) == 1
     assert segments[0].text == expected.text
     assert [t.id for t in segments[0].tokens] == [t.id for t in expected.tokens]
@@ -104,10 +104,11 @@ def two_utterances(tmp_path: Path, gap_s: float = 3.0) -> tuple[Path, float]:
 
 def test_endpoint_splits_at_silence_and_text_flows_before_the_end(recognizer, tmp_path):
     path, first_len_s = two_utterances(tmp_path)
-    stats = TranscriptionStats()
+    flow, stats = transcribe(path, recognizer)
+    assert stats.audio is not None and stats.audio_s == 0.0  # known before any decoding
     audio_at_yield = []
     segments = []
-    for seg in transcribe(path, recognizer, stats=stats):
+    for seg in flow:
         audio_at_yield.append(stats.audio_s)
         segments.append(seg)
     assert len(segments) >= 2
@@ -121,11 +122,12 @@ def test_endpoint_splits_at_silence_and_text_flows_before_the_end(recognizer, tm
 
 def test_partials_grow_chunk_by_chunk_and_end_as_the_segment(recognizer):
     events: list[tuple[str, str]] = []
-    for seg in transcribe(WAV_22K, recognizer, on_partial=lambda r: events.append(("partial", r.text))):
+    for seg in transcribe(WAV_22K, recognizer, on_partial=lambda r: events.append(("partial", r.text)))[0]:
         events.append(("segment", seg.text))
     partials = [text for kind, text in events if kind == "partial"]
-    assert len(partials) >= 15  # one per 320 ms chunk of the 5.1 s file
     assert len({p for p in partials if p}) > 2, "the hypothesis grew while decoding"
+    # Published only when the hypothesis changed: never the same text twice in a row.
+    assert all(a != b for a, b in zip(partials, partials[1:], strict=False))
     previous = ""
     for index, (kind, text) in enumerate(events):
         if kind == "segment":
@@ -139,12 +141,12 @@ def test_partials_grow_chunk_by_chunk_and_end_as_the_segment(recognizer):
 def test_zero_length_and_silence_give_no_segments(recognizer, tmp_path):
     empty = tmp_path / "empty.wav"
     sf.write(empty, np.zeros(0, np.float32), 16000, subtype="PCM_16")
-    stats = TranscriptionStats()
-    assert list(transcribe(empty, recognizer, stats=stats)) == []
+    flow, stats = transcribe(empty, recognizer)
+    assert list(flow) == []
     assert stats.audio_s == 0.0
     silent = tmp_path / "silent.wav"
     sf.write(silent, np.zeros(16000 * 4, np.float32), 16000, subtype="PCM_16")
-    assert list(transcribe(silent, recognizer)) == []
+    assert list(transcribe(silent, recognizer)[0]) == []
 
 
 def test_truncated_file_raises_after_the_segments_before_the_cut(recognizer, tmp_path):
@@ -156,7 +158,7 @@ def test_truncated_file_raises_after_the_segments_before_the_cut(recognizer, tmp
     cut.write_bytes(data[: int(len(data) * 0.8)])
     got = []
     with pytest.raises(AudioError, match="cut.flac: truncated"):
-        for seg in transcribe(cut, recognizer):
+        for seg in transcribe(cut, recognizer)[0]:
             got.append(seg)
     assert got, "the utterance before the cut was finalized and yielded"
 
@@ -166,11 +168,11 @@ def test_realtime_paces_at_one_x(recognizer, tmp_path):
     short = tmp_path / "short.wav"
     sf.write(short, x[: rate * 3 // 2], rate)
     t0 = time.perf_counter()
-    list(transcribe(short, recognizer))
+    list(transcribe(short, recognizer)[0])
     fast_s = time.perf_counter() - t0
     t0 = time.perf_counter()
-    stats = TranscriptionStats()
-    list(transcribe(short, recognizer, realtime=True, stats=stats))
+    flow, stats = transcribe(short, recognizer, realtime=True)
+    list(flow)
     paced_s = time.perf_counter() - t0
     assert paced_s >= 1.4  # 1.5 s of audio, the last block enters at ~1.4 s
     assert fast_s < paced_s
@@ -188,8 +190,8 @@ def test_dev_set_sample_invariants(recognizer):
     with_text = 0
     for row in picked:
         path = DEV / row["path"]
-        stats = TranscriptionStats()
-        segments = list(transcribe(path, recognizer, stats=stats))
+        flow, stats = transcribe(path, recognizer)
+        segments = list(flow)
         check_invariants(segments, float(row["duration_seconds"]))
         assert stats.audio_s == pytest.approx(float(row["duration_seconds"]), abs=0.02)
         with_text += bool(segments)

@@ -65,7 +65,7 @@ def _transcribe_rows(recognizer: Recognizer, rows: list[tuple[str, Path, str]], 
         samples, _ = read_audio(path, target_rate=SAMPLE_RATE)
         audio_s += samples.size / SAMPLE_RATE
         t0 = time.perf_counter()
-        segments = transcribe(samples, recognizer, sample_rate=SAMPLE_RATE, block_s=block_s)
+        segments, _ = transcribe(samples, recognizer, sample_rate=SAMPLE_RATE, block_s=block_s)
         hyps.append(" ".join(seg.text for seg in segments))
         busy_s += time.perf_counter() - t0
         progress(label, i + 1, len(rows))
@@ -117,7 +117,8 @@ def measure_second_pass(recognizer: Recognizer, audio: LoopedAudio, seconds: flo
     progress("second pass", 0, 1)
     samples = audio.take(0, int(seconds * SAMPLE_RATE))
     block_s = recognizer.info.shift_frames * FRAME_MS / 1000.0
-    for _ in transcribe(samples, recognizer, sample_rate=SAMPLE_RATE, block_s=block_s):
+    segments, _ = transcribe(samples, recognizer, sample_rate=SAMPLE_RATE, block_s=block_s)
+    for _ in segments:
         pass
     progress("second pass", 1, 1)
     finals = np.asarray(times[start:], dtype=float)

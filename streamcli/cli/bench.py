@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
@@ -10,8 +11,10 @@ from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
-from streamcli import bench
 from streamcli.cli.common import DEBUG_OPTION, MODEL_OPTION, THREADS_OPTION, console, fail, run_command
+
+if TYPE_CHECKING:
+    from streamcli import bench
 
 
 def _ms(value: float | None) -> str:
@@ -253,6 +256,8 @@ def _show_results(results: list[bench.ConfigResult]) -> None:
 
 
 def _run_with_progress(config: bench.BenchConfig) -> list[bench.ConfigResult]:
+    from streamcli import bench
+
     """A progress bar per phase on a terminal; piped output gets only the results."""
     if not console.is_terminal:
         return bench.run_bench(config)
@@ -313,6 +318,7 @@ def bench_command(
     """Measure latency of windowed streaming attention: wait + processing per window, growth, RTF."""
 
     def body() -> None:
+        from streamcli import bench
         if plot is not None:
             try:
                 import matplotlib  # noqa: F401

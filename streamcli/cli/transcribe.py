@@ -11,6 +11,7 @@ import glob
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -43,7 +44,7 @@ from streamcli.formats import pick_format, timestamp
 if TYPE_CHECKING:
     from streamcli.recognizer import Recognizer
     from streamcli.results import Result, Segment
-    from streamcli.transcribe import TranscriptionStats
+    from streamcli.transcribe import TranscriptionInfo
 
 
 def segment_line(segment: Segment) -> str:
@@ -52,7 +53,7 @@ def segment_line(segment: Segment) -> str:
     return f"[{start} → {end}] {segment.text.strip()}"
 
 
-def footer_line(stats: TranscriptionStats) -> str:
+def footer_line(stats: TranscriptionInfo) -> str:
     """One short status line (the file's name is printed once, above it): fits in 80 columns."""
     duration = stats.audio.duration_s if stats.audio is not None else None
     total = f"/{duration:.1f}" if duration is not None else ""
@@ -71,13 +72,13 @@ class PlainView:
         self.show_lines = show_lines
         self.header = header
 
-    def start(self, name: str, stats: TranscriptionStats) -> None:
+    def start(self, name: str, stats: TranscriptionInfo) -> None:
         if self.show_lines and self.header:
             sys.stdout.write(f"==> {safe_text(name)} <==\n")
             sys.stdout.flush()
 
-    def partial(self, result: Result) -> None:
-        pass
+    # Nothing shows partial text here, so none is built (a hypothesis' words cost time on every window).
+    on_partial: Callable[[Result], None] | None = None
 
     def segment(self, segment: Segment) -> None:
         if self.show_lines:
@@ -99,8 +100,9 @@ class LiveView:
         self._live = None
         self._partial = ""
         self._last_refresh = 0.0
+        self.on_partial: Callable[[Result], None] | None = self.partial
 
-    def start(self, name: str, stats: TranscriptionStats) -> None:
+    def start(self, name: str, stats: TranscriptionInfo) -> None:
         from rich.live import Live
 
         self.name = name
@@ -299,7 +301,7 @@ def _transcribe_all(
     debug: bool = False,
 ) -> int:
     from streamcli.formats import DocumentWriter, render, to_dict
-    from streamcli.transcribe import TranscriptionStats, transcribe
+    from streamcli.transcribe import transcribe
 
     document_to_stdout = not targets and fmt != "txt"
     several = len(inputs) > 1
@@ -310,7 +312,7 @@ def _transcribe_all(
         view = PlainView(show_lines=not document_to_stdout, header=several)
     failed = 0
     for index, name in enumerate(inputs):
-        stats = TranscriptionStats()
+        started = False  # the view shows this input (its start() ran)
         segments: list[Segment] = []
         target = targets.get(index)
         problem = check_output(target, inputs) if target is not None else None
@@ -324,10 +326,10 @@ def _transcribe_all(
             if target is not None:
                 # Segments stream into the output's temp file: memory stays flat for any length.
                 writer = DocumentWriter(target, fmt, file=safe_text(name))
-            view.start(name, stats)
-            for segment in transcribe(
-                name, recognizer, realtime=realtime, on_partial=view.partial, stats=stats
-            ):
+            flow, info = transcribe(name, recognizer, realtime=realtime, on_partial=view.on_partial)
+            view.start(name, info)
+            started = True
+            for segment in flow:
                 view.segment(segment)
                 if writer is not None:
                     writer.add(segment)
@@ -339,18 +341,21 @@ def _transcribe_all(
                 writer = None
         except AudioError as exc:
             # Reported and skipped: outputs of the other inputs are kept; the exit code says it failed.
-            view.finish(False)
+            if started:
+                view.finish(False)
             _report(exc, str(exc), debug)
             failed += 1
             continue
         except OSError as exc:
-            view.finish(False)
+            if started:
+                view.finish(False)
             where = target if target is not None else name
             _report(exc, f"cannot write {where}: {exc.strerror or exc}", debug)
             failed += 1
             continue
         except BaseException:
-            view.finish(False)
+            if started:
+                view.finish(False)
             raise
         finally:
             if writer is not None:
