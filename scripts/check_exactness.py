@@ -8,7 +8,6 @@ hop by hop with their caches, against the full-sequence block-masked torch refer
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,9 +16,8 @@ import soundfile as sf
 import soxr
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from streamcli.features import compute_fbank  # noqa: E402
-from streamcli.train.wctc_torch import SUBSAMPLING, load_checkpoint  # noqa: E402
+from streamcli.features import compute_fbank
+from streamcli.train.wctc_torch import SUBSAMPLING, load_checkpoint
 
 
 def onnx_stream(session: ort.InferenceSession, feats: np.ndarray, cache: dict[str, np.ndarray], hop: int):

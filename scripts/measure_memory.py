@@ -35,7 +35,6 @@ RATE = 16000
 
 def build_concatenated(out: Path, minutes: float, dev_tsv: Path) -> float:
     """Writes ``minutes`` of dev audio (looped) to ``out`` (16 kHz mono PCM_16); returns seconds."""
-    sys.path.insert(0, str(REPO))
     from streamcli.audio import open_audio
 
     with open(dev_tsv, encoding="utf-8") as handle:

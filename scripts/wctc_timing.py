@@ -13,13 +13,11 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from streamcli.families import create_recognizer
 from streamcli.recognizer import RecognizerConfig
 

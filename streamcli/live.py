@@ -35,7 +35,8 @@ from streamcli.capture import (
     resolve_input_device,
 )
 from streamcli.errors import AudioError, DeviceError
-from streamcli.results import Segment
+from streamcli.recognizer import StreamDriver
+from streamcli.results import Result, Segment
 
 # How long the capture may go quiet (no callback at all) before the device counts as gone. Real
 # devices and audio servers deliver blocks every few ms, even of silence.
@@ -398,41 +399,44 @@ class LiveTranscriber:
             block_end_s.append(fed_samples / model_rate)
             block_arrival_s.append(arrival_s)
 
-        def decode_ready() -> None:
-            nonlocal decode_s
-            while stream.is_ready():
-                t0 = self._clock()
-                tokens = stream.decode()
-                t1 = self._clock()
-                decode_s += t1 - t0
-                for tok in tokens:
-                    i = bisect.bisect_left(block_end_s, tok.start - 1e-9)
-                    arrival = block_arrival_s[min(i, len(block_arrival_s) - 1)]
-                    latency_ms = (t1 - arrival) * 1000.0
-                    self.summary.latencies_ms.append(latency_ms)
-                    rolling.append(latency_ms)
-                    self.summary.tokens += 1
-                if tokens:
-                    publish_partial()
-                # Per chunk, not per block: a large block (or a backlog) may hold an endpoint inside.
-                if stream.is_endpoint():
-                    finalize_segment()
+        emitted_s = 0.0  # clock when the newest partial was published
 
-        def publish_partial() -> None:
-            nonlocal last_partial
-            text = stream.result().text
-            if text != last_partial:
-                last_partial = text
-                self._events.put(PartialEvent(text))
+        def publish_partial(result: Result) -> None:
+            nonlocal last_partial, emitted_s
+            emitted_s = self._clock()
+            if result.text != last_partial:
+                last_partial = result.text
+                self._events.put(PartialEvent(result.text))
 
-        def finalize_segment() -> None:
+        driver = StreamDriver(stream, on_partial=publish_partial)
+
+        def closed(segment: Segment | None) -> None:
             nonlocal last_partial
-            segment = stream.reset()
             last_partial = ""
-            if segment is not None and segment.text.strip():
+            if segment is not None:
                 self.summary.segments += 1
                 self._events.put(SegmentEvent(segment))
             self._events.put(PartialEvent(""))
+
+        def decode_ready() -> None:
+            # The one streaming loop (StreamDriver): endpoints apply per window, not per block, since
+            # a large block (or a backlog) may hold an endpoint inside.
+            nonlocal decode_s
+            while True:
+                t0 = self._clock()
+                window = driver.step()
+                if window is None:
+                    break
+                decode_s += self._clock() - t0
+                for tok in window.tokens:  # heard when its block arrived, shown when published
+                    i = bisect.bisect_left(block_end_s, tok.start - 1e-9)
+                    arrival = block_arrival_s[min(i, len(block_arrival_s) - 1)]
+                    latency_ms = (emitted_s - arrival) * 1000.0
+                    self.summary.latencies_ms.append(latency_ms)
+                    rolling.append(latency_ms)
+                    self.summary.tokens += 1
+                if window.closed:
+                    closed(window.segment)
 
         def status(now: float) -> LiveStatus:
             frames = sum(n for n, _ in level)
@@ -504,9 +508,9 @@ class LiveTranscriber:
             # Flush: the resampler tail, then the recognizer's padding so the last words decode.
             tail_arrival = self._clock()
             feed(resample(np.zeros((0, self.capture_channels), dtype=np.float32), last=True), tail_arrival)
-            stream.input_finished()
+            driver.input_finished()
             decode_ready()
-            finalize_segment()
+            closed(driver.close_utterance())
         except BaseException as exc:
             error = error or exc
         if recording is not None:

@@ -442,6 +442,7 @@ class Window:
 
     tokens: list[Token]
     segment: Segment | None  # None: no endpoint, or an endpoint in silence (no text)
+    closed: bool = False  # an endpoint closed the utterance after this window (with or without text)
 
 
 class StreamDriver:
@@ -486,8 +487,9 @@ class StreamDriver:
         changed = bool(tokens) or self.stream.hypothesis_changed
         if changed and self.on_partial is not None:
             self.on_partial(self.stream.result())
-        segment = self.close_utterance() if self.stream.is_endpoint() else None
-        return Window(tokens, segment)
+        if self.stream.is_endpoint():
+            return Window(tokens, self.close_utterance(), closed=True)
+        return Window(tokens, None)
 
     def decode_ready(self) -> list[Segment]:
         segments = []

@@ -38,6 +38,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import numpy as np
 
+from streamcli.recognizer import RecognizerLike, StreamDriver, decode_batch
 from streamcli.results import Segment
 
 DEFAULT_PORT = 2700
@@ -91,7 +92,7 @@ def merge_segments(segments: list[Segment]) -> Segment | None:
 
 @dataclass
 class _Session:
-    stream: Any
+    driver: StreamDriver
     rate: int
     reply: Callable[[dict], None]  # thread-safe: schedules the answer on the event loop
     inbox: list[np.ndarray] = field(default_factory=list)
@@ -109,7 +110,7 @@ class _Session:
 class Scheduler:
     """The worker thread that owns every stream and batches their windows (see module docstring)."""
 
-    def __init__(self, recognizer: Any) -> None:
+    def __init__(self, recognizer: RecognizerLike) -> None:
         self.recognizer = recognizer
         self._sessions: list[_Session] = []
         self._lock = threading.Lock()
@@ -134,7 +135,7 @@ class Scheduler:
             return sum(1 for s in self._sessions if not s.done)
 
     def open(self, rate: int, reply: Callable[[dict], None]) -> _Session:
-        session = _Session(self.recognizer.create_stream(), rate, reply)
+        session = _Session(StreamDriver(self.recognizer.create_stream()), rate, reply)
         with self._lock:
             self._sessions.append(session)
         return session
@@ -189,41 +190,40 @@ class Scheduler:
                 s.done = True
                 continue
             for block in blocks:
-                s.stream.accept_waveform(s.rate, block)
+                s.driver.stream.accept_waveform(s.rate, block)
                 s.received += block.size
                 s.arrivals.append((s.received, time.monotonic()))
                 busy = True
-            if eof and not s.stream.finished:
-                s.stream.input_finished()
+            if eof and not s.driver.finished:
+                s.driver.input_finished()
         live = [s for s, _, _, closed in work if not closed]
-        ready = [s for s in live if s.stream.is_ready()]
-        if ready:
-            self.recognizer.decode_streams([s.stream for s in ready])
+        # One batched encoder call for every stream with a window ready, then the per-window rules.
+        decoded = decode_batch(self.recognizer, [s.driver for s in live])
+        if decoded:
             self.ticks += 1
-            self.batch_sizes.append(len(ready))
+            self.batch_sizes.append(len(decoded))
             busy = True
-            for s in ready:
-                if s.stream.is_endpoint():
-                    segment = s.stream.reset()
-                    if segment is not None and segment.text.strip():
-                        s.pending.append(segment)
+            by_driver = {id(s.driver): s for s in live}
+            for driver, window in decoded:
+                if window.segment is not None:
+                    by_driver[id(driver)].pending.append(window.segment)
         for s in live:
-            if s.stream.is_ready():
+            if s.driver.stream.is_ready():
                 continue  # more windows wait: answer once they are decoded
             with self._lock:
                 answers, s.waiting = s.waiting, 0
             for _ in range(answers):
-                if s.pending and not s.stream.finished:
+                if s.pending and not s.driver.finished:
                     s.reply(result_message(merge_segments(s.pending)))
                     s.pending = []
                 else:
-                    text = s.stream.result().text
+                    text = s.driver.stream.result().text
                     s.last_partial = text
                     s.reply({"partial": text})
-            if s.stream.finished:
+            if s.driver.finished:
                 # eof: every message was answered above; the rest of the audio is the final result.
-                segment = s.stream.reset()
-                if segment is not None and segment.text.strip():
+                segment = s.driver.close_utterance()
+                if segment is not None:
                     s.pending.append(segment)
                 s.reply({"final": result_message(merge_segments(s.pending))})
                 s.pending = []
@@ -246,7 +246,7 @@ class Server:
     """The asyncio WebSocket server around one Scheduler; ``run()`` until SIGINT/SIGTERM."""
 
     def __init__(
-        self, recognizer: Any, config: ServeConfig, on_ready: Callable[[int], None] | None = None
+        self, recognizer: RecognizerLike, config: ServeConfig, on_ready: Callable[[int], None] | None = None
     ) -> None:
         self.recognizer = recognizer
         self.config = config.validate()

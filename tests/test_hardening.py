@@ -231,9 +231,8 @@ def test_7_stale_temp_files_are_swept(tmp_path):
 
 
 def test_7_sigterm_during_a_download_leaves_no_part_file(tmp_path):
-    code = f"""
+    code = """
 import http.server, threading, time, sys, os
-sys.path.insert(0, {str(Path(__file__).parent)!r})
 from streamcli import registry
 from streamcli.cli import root as cli
 import signal
@@ -245,7 +244,7 @@ class H(http.server.BaseHTTPRequestHandler):
     def log_message(self, *a): pass
 srv = http.server.ThreadingHTTPServer(('127.0.0.1', 0), H)
 threading.Thread(target=srv.serve_forever, daemon=True).start()
-m = registry.KnownModel('fake', 'x', 'd', 'l', f'http://127.0.0.1:{{srv.server_address[1]}}',
+m = registry.KnownModel('fake', 'x', 'd', 'l', f'http://127.0.0.1:{srv.server_address[1]}',
                         (registry.ModelFile('big.bin', '0' * 64, 100000),))
 print('ready', flush=True)
 try:

@@ -92,22 +92,18 @@ def test_matches_brute_force_levenshtein() -> None:
         assert counts.deletions - counts.insertions == len(a) - len(b)
 
 
-def _load_eval_wer():
-    import importlib.util
+def _eval_wer(args: list[str]):
+    """scripts/eval_wer.py run as the command it is (scripts are never imported by tests)."""
+    import subprocess
     from pathlib import Path
 
-    path = Path(__file__).resolve().parents[1] / "scripts" / "eval_wer.py"
-    spec = importlib.util.spec_from_file_location("eval_wer", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["eval_wer"] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
+    script = Path(__file__).resolve().parents[1] / "scripts" / "eval_wer.py"
+    return subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True, timeout=900)
 
 
-def test_eval_wer_scores_hypothesis_tsv(tmp_path, capsys) -> None:
+def test_eval_wer_scores_hypothesis_tsv(tmp_path) -> None:
     import json
 
-    eval_wer = _load_eval_wer()
     ref = tmp_path / "ref.tsv"
     ref.write_text("id\tpath\tduration_seconds\ttranscript\n"
                    "a\ta.wav\t1.0\tthe cat sat on the mat\n"
@@ -116,25 +112,25 @@ def test_eval_wer_scores_hypothesis_tsv(tmp_path, capsys) -> None:
     hyp.write_text("id\ttranscript\nb\tHello, world!\na\tthe cat sit on mat mat too\n", encoding="utf-8")
     summary_path = tmp_path / "summary.json"
     details = tmp_path / "details.tsv"
-    rc = eval_wer.main(["--data", str(ref), "--hyp", str(hyp), "--json", str(summary_path),
-                        "--out-tsv", str(details)])
-    assert rc == 0
+    proc = _eval_wer(["--data", str(ref), "--hyp", str(hyp), "--json", str(summary_path),
+                      "--out-tsv", str(details)])
+    assert proc.returncode == 0, proc.stderr
     summary = json.loads(summary_path.read_text())
     assert summary["word_errors"] == 3 and summary["reference_words"] == 8
     assert summary["wer"] == pytest.approx(3 / 8)
-    assert "WER 37.50%" in capsys.readouterr().out
+    assert "WER 37.50%" in proc.stdout
     lines = details.read_text().splitlines()
     assert lines[1].split("\t")[:3] == ["a", "3", "6"] and lines[2].split("\t")[:3] == ["b", "0", "2"]
 
 
-def test_eval_wer_missing_hypothesis_is_one_line_error(tmp_path, capsys) -> None:
-    eval_wer = _load_eval_wer()
+def test_eval_wer_missing_hypothesis_is_one_line_error(tmp_path) -> None:
     ref = tmp_path / "ref.tsv"
     ref.write_text("id\tpath\tduration_seconds\ttranscript\na\ta.wav\t1.0\tone two\n", encoding="utf-8")
     hyp = tmp_path / "hyp.tsv"
     hyp.write_text("id\ttranscript\nz\tone two\n", encoding="utf-8")
-    assert eval_wer.main(["--data", str(ref), "--hyp", str(hyp)]) == 2
-    err = capsys.readouterr().err.strip()
+    proc = _eval_wer(["--data", str(ref), "--hyp", str(hyp)])
+    assert proc.returncode == 2
+    err = proc.stderr.strip()
     assert err.startswith("error:") and "no hypothesis" in err and "\n" not in err
 
 
@@ -148,7 +144,6 @@ def test_eval_wer_model_mode_matches_single_stream_decoding(test_zipformer_dir, 
     from streamcli.recognizer import RecognizerConfig
     from streamcli.transcribe import transcribe
 
-    eval_wer = _load_eval_wer()
     dev = Path(__file__).resolve().parents[2] / "shared" / "data" / "dev" / "dev.tsv"
     with open(dev, newline="", encoding="utf-8") as f:
         rows = sorted(csv.DictReader(f, delimiter="\t"), key=lambda r: float(r["duration_seconds"]))[:3]
@@ -158,8 +153,9 @@ def test_eval_wer_model_mode_matches_single_stream_decoding(test_zipformer_dir, 
         encoding="utf-8")
     details = tmp_path / "details.tsv"
     summary_path = tmp_path / "summary.json"
-    assert eval_wer.main(["--model", str(test_zipformer_dir), "--data", str(manifest),
-                          "--out-tsv", str(details), "--json", str(summary_path)]) == 0
+    proc = _eval_wer(["--model", str(test_zipformer_dir), "--data", str(manifest), "--device", "cpu",
+                      "--out-tsv", str(details), "--json", str(summary_path)])
+    assert proc.returncode == 0, proc.stderr
     recognizer = create_recognizer(RecognizerConfig(model=str(test_zipformer_dir), device="cpu"))
     expected = {r["id"]: " ".join(seg.text for seg in transcribe(str(dev.parent / r["path"]), recognizer)[0])
                 for r in rows}

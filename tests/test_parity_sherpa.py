@@ -6,7 +6,6 @@ padding, so the comparison covers features, chunking, encoder states, search and
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,8 +13,7 @@ from paths import SHARED
 
 REPO = Path(__file__).resolve().parent.parent
 
-sys.path.insert(0, str(REPO / "scripts"))
-from compare_sherpa import compare, dev_files  # noqa: E402
+from streamcli.devtools.sherpa_parity import compare, dev_files  # noqa: E402
 
 pytest.importorskip("sherpa_onnx")
 pytestmark = pytest.mark.skipif(

@@ -18,8 +18,7 @@ from streamcli.results import Segment
 
 REPO = Path(__file__).resolve().parent.parent
 
-sys.path.insert(0, str(REPO / "scripts"))
-from compare_sherpa import load_16k  # noqa: E402
+from streamcli.devtools.sherpa_parity import load_16k  # noqa: E402
 
 WAVS = sorted((SHARED / "models").glob("*/test_wavs"))
 NEEDS_WAVS = pytest.mark.skipif(not WAVS, reason="needs ../shared/models/*/test_wavs")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -19,8 +18,7 @@ from streamcli.search import BeamState
 
 REPO = Path(__file__).resolve().parent.parent
 
-sys.path.insert(0, str(REPO / "scripts"))
-from compare_sherpa import dev_files, load_16k  # noqa: E402
+from streamcli.devtools.sherpa_parity import dev_files, load_16k  # noqa: E402
 
 KINDS = ["len", "avg", "key", "val", "val2", "conv1", "conv2"]
 NEEDS_DEV = pytest.mark.skipif(
@@ -259,9 +257,9 @@ def test_batched_beam_search_equals_single(test_zipformer_dir):
 
 
 def test_test_model_is_reproducible(test_zipformer_dir, tmp_path):
-    from conftest import _load_maker
 
-    maker = _load_maker()
+    from streamcli.devtools import zipformer_maker as maker
+
     maker.make_test_zipformer(tmp_path / "again", seed=0)
     maker.make_test_zipformer(tmp_path / "other", seed=1)
     for name in ("encoder.onnx", "decoder.onnx", "joiner.onnx"):

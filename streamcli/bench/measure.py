@@ -15,6 +15,8 @@ from streamcli.bench.audio import LoopedAudio, LoopedReader
 from streamcli.bench.config import FRAME_MS, SAMPLE_RATE, ProgressFn, no_progress
 from streamcli.bench.schema import EmissionLatency, LengthPoint, StreamsPoint
 from streamcli.errors import ModelError
+from streamcli.recognizer import StreamDriver, decode_batch
+from streamcli.results import Result
 
 if TYPE_CHECKING:
     from streamcli.recognizer import Recognizer
@@ -31,6 +33,7 @@ class _TimedStream:
 
     def __init__(self, recognizer: Recognizer, reader: LoopedReader, hop_samples: int) -> None:
         self.stream = recognizer.create_stream()
+        self.driver = StreamDriver(self.stream)
         self.reader = reader
         self.hop_samples = hop_samples
         self.fed_samples = 0
@@ -52,12 +55,8 @@ class _TimedStream:
         times = []
         while True:
             t0 = time.perf_counter()
-            ready = self.stream.is_ready()
-            if not ready:
+            if self.driver.step() is None:  # decode + endpoint check (+ the reset when one fires)
                 break
-            self.stream.decode()
-            if self.stream.is_endpoint():
-                self.stream.reset()
             times.append((time.perf_counter() - t0) * 1000.0 + self._pending_feature_ms)
             self._pending_feature_ms = 0.0
             self.encoder_ms.append(self.stream.chunk_times_ms[-1])
@@ -157,23 +156,18 @@ def measure_streams(
     progress(label, done, total)
     points = []
     for size in sizes:
-        streams = [recognizer.create_stream() for _ in range(size)]
+        drivers = [StreamDriver(recognizer.create_stream()) for _ in range(size)]
         readers = [audio.reader(k * 104729) for k in range(size)]
         step_times: list[float] = []
         steps = 0
         while len(step_times) < windows + warmup_windows:
             t0 = time.perf_counter()
-            for s, r in zip(streams, readers, strict=True):
-                s.accept_waveform(SAMPLE_RATE, r.take(hop_samples))
-            ready = [s for s in streams if s.is_ready()]
-            if ready:
-                recognizer.decode_streams(ready)
-                for s in ready:  # what a server does per stream after the batched call
-                    s.new_tokens()
-                    if s.is_endpoint():
-                        s.reset()
+            for d, r in zip(drivers, readers, strict=True):
+                d.stream.accept_waveform(SAMPLE_RATE, r.take(hop_samples))
+            # What the server does per tick: one batched call, then each stream's per-window rules.
+            decoded = decode_batch(recognizer, drivers)
             elapsed_ms = (time.perf_counter() - t0) * 1000.0
-            if ready:
+            if decoded:
                 step_times.append(elapsed_ms)
             steps += 1
             done += 1
@@ -213,7 +207,12 @@ def measure_emission(
     block_samples = max(1, int(round(block_ms * SAMPLE_RATE / 1000.0)))
     n_blocks = max(1, math.ceil(seconds * SAMPLE_RATE / block_samples))
     reader = audio.reader(0)
-    stream = recognizer.create_stream()
+    shown_at = [0.0]  # when the newest partial was published (before any endpoint's second pass)
+
+    def shown(_: Result) -> None:
+        shown_at[0] = time.perf_counter()
+
+    driver = StreamDriver(recognizer.create_stream(), on_partial=shown)
     latencies: list[float] = []
     label = f"real-time run {seconds:g} s"
     progress(label, 0, n_blocks)
@@ -223,16 +222,15 @@ def measure_emission(
         wait = due - time.perf_counter()
         if wait > 0:
             time.sleep(wait)
-        stream.accept_waveform(SAMPLE_RATE, reader.take(block_samples))
-        while stream.is_ready():
-            tokens = stream.decode()
-            now = time.perf_counter()
-            latencies.extend((now - start - tok.start) * 1000.0 for tok in tokens)
-            if stream.is_endpoint():
-                stream.reset()
+        driver.stream.accept_waveform(SAMPLE_RATE, reader.take(block_samples))
+        while (window := driver.step()) is not None:
+            latencies.extend((shown_at[0] - start - tok.start) * 1000.0 for tok in window.tokens)
         if b % 10 == 0:
             progress(label, b, n_blocks)
-    after_end = len(stream.finish())
+    driver.input_finished()
+    after_end = 0
+    while (window := driver.step()) is not None:
+        after_end += len(window.tokens)
     progress(label, n_blocks, n_blocks)
     arr = np.asarray(latencies, dtype=np.float64)
     return EmissionLatency(
