@@ -37,7 +37,8 @@ import soxr
 from streamcli.errors import AudioError
 
 STDIN_NAME = "-"
-DEFAULT_BLOCK_S = 0.1
+DEFAULT_BLOCK_S = 0.1  # live sources: one block is one wait
+FILE_BLOCK_S = 1.0  # regular files (transcribe): read ahead in fewer, larger blocks
 
 # WAV data-chunk sizes that streaming writers use for "unknown length" (not a truncation).
 _UNKNOWN_WAV_SIZES = {0, 0xFFFFFFFF, 0x7FFFFFFF, 0x7FFFF000}

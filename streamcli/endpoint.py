@@ -29,7 +29,6 @@ after ``Stream.reset()`` the caller only passes the new ``utterance_start_s``.
 from __future__ import annotations
 
 import math
-from collections import deque
 from dataclasses import dataclass
 from typing import Literal
 
@@ -123,8 +122,10 @@ class SpeechDetector:
         self._floor_window_frames = max(1, round(floor_window_s / self.frame_s))
         self._hangover_frames = round(hangover_ms / 1000 / self.frame_s)
         self._pending = np.zeros(0, dtype=np.float32)
-        # Monotonic deque of (frame index, level) for the sliding minimum.
-        self._floor: deque[tuple[int, float]] = deque()
+        # The last floor_window_frames - 1 frame levels: with a block's own levels they give each new
+        # frame's sliding minimum in one vectorized step (no per-frame Python loop).
+        self._history = np.zeros(0, dtype=np.float64)
+        self._floor_dbfs = -100.0
         self._frames_done = 0
         self._last_speech_frame = -1  # index of the last frame called speech (before hangover)
         self.speech_frames = 0
@@ -136,7 +137,7 @@ class SpeechDetector:
 
     @property
     def noise_floor_dbfs(self) -> float:
-        return self._floor[0][1] if self._floor else -100.0
+        return self._floor_dbfs
 
     @property
     def last_speech_end_s(self) -> float | None:
@@ -165,18 +166,19 @@ class SpeechDetector:
         frames = samples[:used].reshape(n_frames, self.frame_samples).astype(np.float64)
         rms = np.sqrt(np.mean(frames * frames, axis=1))
         levels = 20.0 * np.log10(np.maximum(rms, 1e-5))  # -100 dBFS for digital silence
-        for level in levels.tolist():
-            index = self._frames_done
-            while self._floor and self._floor[-1][1] >= level:
-                self._floor.pop()
-            self._floor.append((index, level))
-            while self._floor[0][0] <= index - self._floor_window_frames:
-                self._floor.popleft()
-            floor = self._floor[0][1]
-            if level >= self.min_level_dbfs and level >= floor + self.margin_db:
-                self._last_speech_frame = index
-                self.speech_frames += 1
-            self._frames_done += 1
+        window = self._floor_window_frames
+        missing = window - 1 - self._history.size  # +inf stands for frames before the first one
+        padded = np.concatenate([np.full(missing, np.inf), self._history, levels])
+        floors = np.lib.stride_tricks.sliding_window_view(padded, window).min(axis=1)
+        speech = (levels >= self.min_level_dbfs) & (levels >= floors + self.margin_db)
+        hits = np.flatnonzero(speech)
+        if hits.size:
+            self._last_speech_frame = self._frames_done + int(hits[-1])
+            self.speech_frames += int(hits.size)
+        self._frames_done += n_frames
+        self._floor_dbfs = float(floors[-1])
+        self._history = padded[padded.size - (window - 1):] if window > 1 else padded[:0]
+        self._history = self._history[np.isfinite(self._history)]
 
 
 class EndpointDetector:

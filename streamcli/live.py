@@ -35,7 +35,7 @@ from streamcli.capture import (
     resolve_input_device,
 )
 from streamcli.errors import AudioError, DeviceError
-from streamcli.recognizer import StreamDriver
+from streamcli.recognizer import RecognizerLike, StreamDriver
 from streamcli.results import Result, Segment
 
 # How long the capture may go quiet (no callback at all) before the device counts as gone. Real
@@ -135,7 +135,7 @@ class LiveTranscriber:
 
     def __init__(
         self,
-        recognizer: Any,
+        recognizer: RecognizerLike,
         *,
         input_device: str | int | None = None,
         input_file: str | Path | None = None,
@@ -183,7 +183,7 @@ class LiveTranscriber:
         self._last_callback_s = 0.0
         self._worker: threading.Thread | None = None
         self._done = threading.Event()
-        self.summary = LiveSummary(provider=_provider_of(recognizer))
+        self.summary = LiveSummary(provider=recognizer.info.provider)
         self.device: InputDevice | None = None
 
         self._stream = self._open_input(
@@ -540,11 +540,6 @@ class LiveTranscriber:
             self._events.put(error)
         self._events.put(_Stop())
         self._done.set()
-
-
-def _provider_of(recognizer: Any) -> str:
-    info = getattr(recognizer, "info", None)
-    return str(getattr(info, "provider", "") or "")
 
 
 @contextlib.contextmanager

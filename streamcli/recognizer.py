@@ -41,6 +41,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from streamcli.audio import ResampleStream
 from streamcli.endpoint import EndpointConfig, EndpointDetector
 from streamcli.features import feature_extractor, frames_covering, samples_for_frames
 from streamcli.providers import parse_device, resolve_threads
@@ -145,8 +146,8 @@ class ModelInfo:
     frame_shift_ms: int
     chunk_frames: int  # feature frames one encoder call consumes
     shift_frames: int  # feature frames one encoder call advances
-    window_frames: int
-    overlap_frames: int
+    window_frames: int  # frames one step attends to: overlap_frames cached + shift_frames new
+    overlap_frames: int  # of those, the frames that come from the cache
     subsampling: int
     provider: str  # provider the encoder session really runs on
     threads: int
@@ -156,6 +157,7 @@ class ModelInfo:
     device_notice: str | None = None  # one line when device=auto fell back to CPU
     feature_type: str = "kaldi_fbank"  # kaldi_fbank | whisper_log10_mel (from the model metadata)
     second_pass: str | None = None  # what writes the finals at endpoints, None = the first pass
+    left_context_frames: int | None = None  # transducers: the cached left context (= overlap_frames)
 
 
 class Recognizer(ABC):
@@ -163,6 +165,8 @@ class Recognizer(ABC):
 
     info: ModelInfo
     tokens: TokenTable
+    # Milliseconds of each second-pass final (a two-pass family fills it); None: no second pass.
+    final_times_ms: list[float] | None = None
 
     def __init__(self, config: RecognizerConfig) -> None:
         self.config = config
@@ -257,7 +261,7 @@ class Stream:
         self._fbank = feature_extractor(info.feature_type, info.feature_dim, info.sample_rate)
         self._state = recognizer.new_stream_state()
         self._endpoint = EndpointDetector(recognizer.config.endpoint, sample_rate=info.sample_rate)
-        self._resampler: Any = None
+        self._resampler: ResampleStream | None = None  # the one resampler (streamcli.audio)
         self._input_rate: int | None = None
         self._samples = 0  # samples received at the model rate (without tail padding)
         self._processed_frames = 0  # start frame of the next chunk
@@ -271,7 +275,7 @@ class Stream:
 
     # ----- input ------------------------------------------------------------------------------------
     def accept_waveform(self, sample_rate: int, samples: np.ndarray) -> None:
-        """Appends mono float samples in [-1, 1]; resampled (soxr) when the rate differs."""
+        """Appends mono float samples in [-1, 1]; resampled (audio.ResampleStream) when the rate differs."""
         if self._finished:
             raise ValueError("accept_waveform() after input_finished()")
         if (
@@ -296,12 +300,8 @@ class Stream:
             raise ValueError(f"sample rate changed within a stream: {self._input_rate} -> {sample_rate}")
         if sample_rate != self._sample_rate:
             if self._resampler is None:
-                import soxr
-
-                self._resampler = soxr.ResampleStream(
-                    int(sample_rate), self._sample_rate, 1, dtype="float32", quality="HQ"
-                )
-            arr = self._resampler.resample_chunk(arr, last=False)
+                self._resampler = ResampleStream(int(sample_rate), self._sample_rate)
+            arr = self._resampler.process(arr)
         self._push(arr)
 
     def _push(self, samples: np.ndarray) -> None:
@@ -315,7 +315,7 @@ class Stream:
         if self._finished:
             return
         if self._resampler is not None:
-            self._push(self._resampler.resample_chunk(np.zeros(0, np.float32), last=True))
+            self._push(self._resampler.process(np.zeros(0, np.float32), last=True))
         pad = self._rec.tail_padding_samples(self._samples)
         if pad:
             self._fbank.accept_waveform(np.zeros(pad, dtype=np.float32))

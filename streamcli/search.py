@@ -43,12 +43,10 @@ class GreedyHyp:
     tokens: list[int] = field(default_factory=list)
     frames: list[int] = field(default_factory=list)  # absolute encoder frame of each token
     decoder_out: np.ndarray | None = None
-    num_trailing_blanks: int = 0
 
     def start_new_utterance(self) -> None:
         self.tokens = []
         self.frames = []
-        self.num_trailing_blanks = 0
 
 
 def greedy_search(
@@ -90,7 +88,6 @@ def greedy_search(
             h = hyps[i]
             k = next((k for k in range(length) if ys[start + k] != blank_id and ys[start + k] != unk_id), -1)
             if k < 0:
-                h.num_trailing_blanks += length
                 pos[i] += length
             else:
                 token = ys[start + k]
@@ -98,7 +95,6 @@ def greedy_search(
                 h.frames.append(frame_offsets[i] + pos[i] + k)
                 h.context.append(token)
                 del h.context[:-ctx]
-                h.num_trailing_blanks = 0
                 emitted[i] += 1
                 pos[i] += k + 1
                 to_update.append(i)
@@ -118,7 +114,6 @@ class BeamHyp:
     ys: tuple[int, ...]  # decoder context prefix + emitted tokens
     log_prob: float
     frames: tuple[int, ...] = ()
-    num_trailing_blanks: int = 0
 
 
 @dataclass
@@ -144,10 +139,6 @@ class BeamState:
     @property
     def frames(self) -> list[int]:
         return list(self.best().frames)
-
-    @property
-    def num_trailing_blanks(self) -> int:
-        return self.best().num_trailing_blanks
 
     def start_new_utterance(self) -> None:
         """Keeps the best hypothesis' last context tokens; drops the text (like sherpa-onnx Reset)."""
@@ -211,9 +202,9 @@ def modified_beam_search(
                 token = idx % vocab
                 score = float(flat_scores[idx])
                 if token in (blank_id, unk_id):
-                    cand = BeamHyp(hyp.ys, score, hyp.frames, hyp.num_trailing_blanks + 1)
+                    cand = BeamHyp(hyp.ys, score, hyp.frames)
                 else:
-                    cand = BeamHyp(hyp.ys + (token,), score, hyp.frames + (frame_offsets[b] + t,), 0)
+                    cand = BeamHyp(hyp.ys + (token,), score, hyp.frames + (frame_offsets[b] + t,))
                 old = new.get(cand.ys)
                 if old is None:
                     new[cand.ys] = cand

@@ -21,6 +21,7 @@ faster than 1x wall-clock time, as a live source would.
 from __future__ import annotations
 
 import os
+import stat
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -28,7 +29,7 @@ from typing import BinaryIO
 
 import numpy as np
 
-from streamcli.audio import DEFAULT_BLOCK_S, AudioInfo, AudioSource, open_audio
+from streamcli.audio import DEFAULT_BLOCK_S, FILE_BLOCK_S, AudioInfo, AudioSource, open_audio
 from streamcli.recognizer import RecognizerLike, StreamDriver
 from streamcli.results import Result, Segment
 
@@ -75,7 +76,7 @@ def transcribe(
     realtime: bool = False,
     on_partial: Callable[[Result], None] | None = None,
     sample_rate: int | None = None,
-    block_s: float = DEFAULT_BLOCK_S,
+    block_s: float | None = None,
     stdin: BinaryIO | None = None,
 ) -> tuple[Iterator[Segment], TranscriptionInfo]:
     """Streams ``source`` through a new stream of ``recognizer``: ``(segments, info)``.
@@ -88,6 +89,8 @@ def transcribe(
     the audio raise :class:`streamcli.errors.AudioError` from the generator; segments yielded before
     stay valid.
     """
+    if block_s is None:
+        block_s = _default_block_s(source, realtime)
     info = TranscriptionInfo(provider=recognizer.info.provider)
     model_rate = int(recognizer.info.sample_rate)
     if isinstance(source, np.ndarray):
@@ -102,6 +105,24 @@ def transcribe(
         rate = model_rate
         blocks = audio.blocks()
     return _segments(recognizer, blocks, audio, rate, realtime, on_partial, info), info
+
+
+def _default_block_s(source: object, realtime: bool) -> float:
+    """Blocks of FILE_BLOCK_S from a regular file; DEFAULT_BLOCK_S from a pipe, stdin or at 1x.
+
+    A file is read ahead of decoding anyway, and fewer, larger reads cost less (fewer calls into the
+    decoder, features computed in runs); a pipe may be a live source, where a block is a wait.
+    """
+    if isinstance(source, np.ndarray) and not realtime:
+        return FILE_BLOCK_S
+    if realtime or not isinstance(source, (str, os.PathLike)):
+        return DEFAULT_BLOCK_S
+    if str(source) == "-":
+        return DEFAULT_BLOCK_S
+    try:
+        return FILE_BLOCK_S if stat.S_ISREG(os.stat(source).st_mode) else DEFAULT_BLOCK_S
+    except OSError:
+        return DEFAULT_BLOCK_S  # open_audio reports the problem
 
 
 def _segments(

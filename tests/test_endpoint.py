@@ -155,3 +155,31 @@ def test_rule3_and_disabled():
     off.accept_waveform(np.zeros(RATE * 30, np.float32))
     assert not off.is_endpoint(utterance_start_s=0, last_token_s=None, decoded_s=30, has_text=False)
     assert off.last_rule is None
+
+
+def test_speech_detector_matches_a_frame_by_frame_reference_for_any_block_cut():
+    """The vectorized sliding minimum decides every frame as the plain per-frame definition does."""
+    rng = np.random.default_rng(3)
+    rate = 16000
+    # Speech-like bursts over a background that changes level half-way (the floor has to follow).
+    audio = rng.standard_normal(rate * 14).astype(np.float32) * 0.002
+    audio[rate * 7 :] *= 8
+    for start_s in (1.0, 3.5, 8.0, 11.0):
+        a, b = int(start_s * rate), int((start_s + 0.8) * rate)
+        audio[a:b] += rng.standard_normal(b - a).astype(np.float32) * 0.2
+    det = SpeechDetector(rate)
+    frame = det.frame_samples
+    n = audio.size // frame
+    levels = 20 * np.log10(np.maximum(np.sqrt(np.mean(
+        audio[: n * frame].reshape(n, frame).astype(np.float64) ** 2, axis=1)), 1e-5))
+    window = round(5.0 / det.frame_s)
+    floors = np.array([levels[max(0, i - window + 1) : i + 1].min() for i in range(n)])
+    is_speech = (levels >= det.min_level_dbfs) & (levels >= floors + det.margin_db)
+    for cut in (1, 160, 1601, 48000, audio.size):
+        d = SpeechDetector(rate)
+        for i in range(0, audio.size, cut):
+            d.accept_waveform(audio[i : i + cut])
+        assert d.speech_frames == int(is_speech.sum()) > 0
+        assert d.noise_floor_dbfs == pytest.approx(floors[-1])
+        last = int(np.flatnonzero(is_speech)[-1])
+        assert d.last_speech_end_s == pytest.approx(min(n, last + 1 + d._hangover_frames) * d.frame_s)

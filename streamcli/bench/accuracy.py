@@ -110,7 +110,7 @@ def measure_second_pass(recognizer: Recognizer, audio: LoopedAudio, seconds: flo
     fast as possible) and reads the time of every final: endpoint decision -> final text."""
     from streamcli.transcribe import transcribe
 
-    times = getattr(recognizer, "final_times_ms", None)
+    times = recognizer.final_times_ms
     if times is None:
         return None
     start = len(times)

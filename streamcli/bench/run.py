@@ -109,15 +109,8 @@ def plan_configs(
 
 
 def model_window(info: ModelInfo) -> tuple[int, int]:
-    """(W, O) in bench terms: W = O + hop, so hop = W - O holds for every family.
-
-    wctc reports its W/O directly. A zipformer's ModelInfo gives its native chunk (shift_frames,
-    also its window_frames) and its left context (overlap_frames); its attention span is left
-    context + chunk, which is what W means for wctc.
-    """
-    if info.family == WCTC_FAMILY:
-        return int(info.window_frames), int(info.overlap_frames)
-    return int(info.overlap_frames) + int(info.shift_frames), int(info.overlap_frames)
+    """(W, O): window_frames/overlap_frames mean the same for every family (O cached + hop new)."""
+    return int(info.window_frames), int(info.overlap_frames)
 
 
 def _recognizer(

@@ -11,6 +11,7 @@ from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
+from streamcli.bench.config import FLATNESS_TARGET
 from streamcli.cli.common import DEBUG_OPTION, MODEL_OPTION, THREADS_OPTION, console, fail, run_command
 
 if TYPE_CHECKING:
@@ -133,9 +134,10 @@ def _length_table(r: bench.ConfigResult) -> Table:
             full,
             ratio,
         )
+    flat = "flat" if r.flatness_ratio <= FLATNESS_TARGET else "NOT flat"
     caption = (
         f"flatness {r.flatness_ratio:.2f} (p50 at {r.per_length[-1].seconds:g} s / at "
-        f"{r.per_length[0].seconds:g} s)"
+        f"{r.per_length[0].seconds:g} s; target <= {FLATNESS_TARGET:g}: {flat})"
     )
     if r.full_context_growth is not None:
         caption += f"; full context grows {r.full_context_growth:.1f}x"
@@ -159,7 +161,7 @@ def _sweep_table(results: list[bench.ConfigResult]) -> Table:
         "RTF",
         "keeps up",
         "cache bytes",
-        "flatness",
+        f"flatness (target <= {FLATNESS_TARGET:g})",
     ):
         table.add_column(col, justify="right")
     for r in results:
@@ -205,7 +207,7 @@ def _growth_sweep_table(results: list[bench.ConfigResult]) -> Table:
     seconds = [p.seconds for p in results[0].per_length]
     for sec in seconds:
         table.add_column(f"{sec:g} s", justify="right")
-    table.add_column("flatness", justify="right")
+    table.add_column(f"flatness (target <= {FLATNESS_TARGET:g})", justify="right")
     for r in results:
         cells = []
         for p in r.per_length:
@@ -231,8 +233,12 @@ def _show_results(results: list[bench.ConfigResult]) -> None:
     if len(ok) == 1:
         show(_config_table(ok[0]))
         show(_length_table(ok[0]))
-        for note in sorted({p.full_context_note for p in ok[0].per_length if p.full_context_note}):
-            show(Text(f"full-context baseline: {note}"))
+        notes: dict[str, list[str]] = {}
+        for p in ok[0].per_length:
+            if p.full_context_note:
+                notes.setdefault(p.full_context_note, []).append(f"{p.seconds:g} s")
+        for note, where in notes.items():  # says which positions, so the measured ones are not doubted
+            show(Text(f"full-context baseline at {', '.join(where)}: {note}"))
     elif ok:
         show(_sweep_table(ok))
         show(_growth_sweep_table(ok))

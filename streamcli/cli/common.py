@@ -181,7 +181,7 @@ def load_recognizer(
         endpoint=endpoint if endpoint is not None else EndpointConfig(),
     )
     recognizer = create_recognizer(config)
-    notice = getattr(recognizer.info, "device_notice", None)
+    notice = recognizer.info.device_notice
     if notice:
         err_console.print(Text(f"note: {notice}"), soft_wrap=True)
     return recognizer

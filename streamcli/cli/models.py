@@ -190,14 +190,16 @@ def _print_model_folder(folder: Path, device: str, threads: int) -> None:
             return ", ".join(str(v) for v in value)
         return str(value)
 
-    rows = [[field, shown(getattr(info, field))] for field in _INFO_FIELDS if hasattr(info, field)]
+    rows = [[field, shown(getattr(info, field))] for field in _INFO_FIELDS]
     if info.second_pass:
         rows.append(["second pass", info.second_pass])
-    if hasattr(info, "chunk_frames") and hasattr(info, "shift_frames"):
-        shift_ms = info.shift_frames * getattr(info, "frame_shift_ms", 10)
-        rows.append(
-            ["chunk / shift", f"{info.chunk_frames} / {info.shift_frames} frames ({shift_ms} ms per step)"]
-        )
+    shift_ms = info.shift_frames * info.frame_shift_ms
+    if info.left_context_frames is not None:  # a transducer: its chunk and left context, by name
+        rows.append(["chunk / left context",
+                     f"{info.shift_frames} / {info.left_context_frames} frames ({shift_ms} ms per step)"])
+    else:
+        rows.append(["window / overlap",
+                     f"{info.window_frames} / {info.overlap_frames} frames ({shift_ms} ms per step)"])
     print_table(f"model {folder}", ["field", "value"], rows, show_header=False)
     for encoder in sorted(folder.glob("encoder*.onnx")):
         options = ort.SessionOptions()

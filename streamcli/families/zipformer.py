@@ -213,9 +213,12 @@ class ZipformerTransducer(Recognizer):
             frame_shift_ms=FRAME_SHIFT_MS,
             chunk_frames=self.chunk_frames,
             shift_frames=self.shift_frames,
-            window_frames=self.shift_frames,
-            # left context of the first stack, which runs at 50 Hz (2 feature frames per step)
+            # One meaning for every family: a step attends to window_frames feature frames, of which
+            # overlap_frames come from the cache. Here the cache is the first stack's left context
+            # (it runs at 50 Hz: 2 feature frames per step) and the new frames are one chunk's shift.
+            window_frames=2 * first_left + self.shift_frames,
             overlap_frames=2 * first_left,
+            left_context_frames=2 * first_left,
             subsampling=SUBSAMPLING,
             provider=provider,
             threads=threads,
@@ -342,6 +345,3 @@ class ZipformerTransducer(Recognizer):
 
     def start_new_utterance(self, state: ZipformerStreamState) -> None:
         state.search.start_new_utterance()
-
-    def trailing_blank_frames(self, state: ZipformerStreamState) -> int:
-        return state.search.num_trailing_blanks
