@@ -70,12 +70,15 @@ class PlainView:
 
     def __init__(self, show_lines: bool, header: bool) -> None:
         self.show_lines = show_lines
-        self.header = header
+        self.header_lines = header
 
-    def start(self, name: str, stats: TranscriptionInfo) -> None:
-        if self.show_lines and self.header:
+    def header(self, name: str) -> None:
+        if self.show_lines and self.header_lines:
             sys.stdout.write(f"==> {safe_text(name)} <==\n")
             sys.stdout.flush()
+
+    def start(self, name: str, stats: TranscriptionInfo) -> None:
+        pass
 
     # Nothing shows partial text here, so none is built (a hypothesis' words cost time on every window).
     on_partial: Callable[[Result], None] | None = None
@@ -108,10 +111,12 @@ class LiveView:
         self.name = name
         self.stats = stats
         self._partial = ""
-        if self.show_lines:
-            self.out.print(Text(safe_text(name), style="bold"))
         self._live = Live(self._render(), console=self.out, auto_refresh=False, transient=True)
         self._live.start()
+
+    def header(self, name: str) -> None:
+        if self.show_lines:
+            self.out.print(Text(safe_text(name), style="bold"))
 
     def _render(self) -> Group:
         return Group(
@@ -326,6 +331,7 @@ def _transcribe_all(
             if target is not None:
                 # Segments stream into the output's temp file: memory stays flat for any length.
                 writer = DocumentWriter(target, fmt, file=safe_text(name))
+            view.header(name)  # before opening: a file that cannot be read is still named in order
             flow, info = transcribe(name, recognizer, realtime=realtime, on_partial=view.on_partial)
             view.start(name, info)
             started = True
