@@ -111,7 +111,7 @@ def decode_with_model(rows: list[ManifestRow], model: str, *, device: str, threa
     print(file=sys.stderr)
     wall_s = time.perf_counter() - start
     info = recognizer.info
-    finals = list(getattr(recognizer, "final_times_ms", []))
+    finals = list(recognizer.final_times_ms or [])
     facts = {
         "model": str(model),
         "family": info.family,

@@ -41,6 +41,7 @@ from streamcli.train.data import (
     encode_text,
     load_audio,
     make_batches,
+    noise_segment,
     normalize_text,
     read_tsv,
     refuse_eval_data,
@@ -116,11 +117,7 @@ def augment(
 ) -> np.ndarray:
     x = feats.copy()
     if noises and rng.random() < noise_prob:
-        noise = noises[rng.integers(len(noises))]
-        start = rng.integers(0, max(1, noise.shape[0] - x.shape[0]))
-        seg = noise[start : start + x.shape[0]]
-        if seg.shape[0] < x.shape[0]:
-            seg = np.resize(seg, x.shape)
+        seg = noise_segment(noises, rng, x.shape)
         # Power addition in the mel domain: log(e^speech + e^noise), noise level relative to speech energy.
         speech_level = np.percentile(x.mean(axis=1), 90)
         snr_db = rng.uniform(5.0, 30.0)

@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -476,6 +476,13 @@ class StreamDriver:
         self.stream.accept_waveform(sample_rate, samples)
         return self.decode_ready()
 
+    def segments_ready(self) -> Iterator[Segment]:
+        """Decodes every ready window, yielding each segment as its endpoint closes it: a consumer
+        sees it before the next window's partial (transcribe() yields from here)."""
+        while (window := self.step()) is not None:
+            if window.segment is not None:
+                yield window.segment
+
     def step(self) -> Window | None:
         """Decodes one window if one is ready (None otherwise) and applies the per-window rules."""
         if not self.stream.is_ready():
@@ -492,11 +499,7 @@ class StreamDriver:
         return Window(tokens, None)
 
     def decode_ready(self) -> list[Segment]:
-        segments = []
-        while (window := self.step()) is not None:
-            if window.segment is not None:
-                segments.append(window.segment)
-        return segments
+        return list(self.segments_ready())
 
     def close_utterance(self) -> Segment | None:
         """Finalizes the current utterance now (endpoint, end of input, or the caller's choice)."""
@@ -515,10 +518,15 @@ class StreamDriver:
 
     def finish(self) -> list[Segment]:
         """No more audio: decodes the rest and closes the last utterance."""
+        return list(self.finish_segments())
+
+    def finish_segments(self) -> Iterator[Segment]:
+        """:meth:`finish` as a generator (each segment as soon as it is closed)."""
         self.input_finished()
-        segments = self.decode_ready()
+        yield from self.segments_ready()
         last = self.close_utterance()
-        return segments + ([last] if last is not None else [])
+        if last is not None:
+            yield last
 
 
 def decode_batch(

@@ -147,14 +147,15 @@ def _segments(
                 if ahead_s > 0:
                     time.sleep(ahead_s)
                     info.paced_s += ahead_s
-            segments = driver.accept_waveform(rate, block)
+            stream.accept_waveform(rate, block)
             fed_samples += block.shape[0]
             info.audio_s = fed_samples / rate
-            info.elapsed_s = time.perf_counter() - start_wall
-            for segment in segments:
+            for segment in driver.segments_ready():
                 info.segments = driver.segments
+                info.elapsed_s = time.perf_counter() - start_wall
                 yield segment
-        for segment in driver.finish():
+            info.elapsed_s = time.perf_counter() - start_wall
+        for segment in driver.finish_segments():
             info.segments = driver.segments
             yield segment
     finally:

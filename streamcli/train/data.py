@@ -123,6 +123,14 @@ def colored_noises(rng: np.random.Generator, seconds: float = 30.0) -> list[np.n
     return out
 
 
+def noise_segment(noises: list[np.ndarray], rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
+    """A random stretch of one of the noise feature arrays, repeated if short, of ``shape``."""
+    noise = noises[rng.integers(len(noises))]
+    start = rng.integers(0, max(1, noise.shape[0] - shape[0]))
+    seg = noise[start : start + shape[0]]
+    return np.resize(seg, shape) if seg.shape[0] < shape[0] else seg
+
+
 def augment_log10_mel(
     x: np.ndarray,
     rng: np.random.Generator,
@@ -151,11 +159,7 @@ def augment_log10_mel(
         wet = np.maximum(np.fft.irfft(spec, n=t + len(kernel), axis=0)[:t], 1e-10)
         x = np.log10(0.3 * power + 0.7 * wet).astype(np.float32)
     if noises and rng.random() < noise_prob:
-        noise = noises[rng.integers(len(noises))]
-        start = rng.integers(0, max(1, noise.shape[0] - x.shape[0]))
-        seg = noise[start : start + x.shape[0]]
-        if seg.shape[0] < x.shape[0]:
-            seg = np.resize(seg, x.shape)
+        seg = noise_segment(noises, rng, x.shape)
         speech_level = np.percentile(x.mean(axis=1), 90)
         snr_db = rng.uniform(0.0, 30.0)
         shift = speech_level - seg.mean() - snr_db / 10.0

@@ -113,6 +113,17 @@ def _f(w: dict[str, np.ndarray], name: str) -> np.ndarray:
     return np.asarray(w[name], np.float32)
 
 
+
+def _feed_forward(g: _Graph, w: dict[str, np.ndarray], p: str, x: str) -> str:
+    """Pre-norm feed-forward with its residual, as every Whisper layer (encoder and decoder) has it."""
+    hn = g.layer_norm(x, w[f"{p}/ffn/layer_norm/gamma"], w[f"{p}/ffn/layer_norm/beta"])
+    ff = g.linear(
+        g.gelu(g.linear(hn, w[f"{p}/ffn/linear_0/weight"], w[f"{p}/ffn/linear_0/bias"])),
+        w[f"{p}/ffn/linear_1/weight"],
+        w[f"{p}/ffn/linear_1/bias"],
+    )
+    return g.op("Add", x, ff)
+
 def build_encoder(w: dict[str, np.ndarray]):  # noqa: ANN201 (an onnx.ModelProto)
     from onnx import TensorProto  # noqa: PLC0415
 
@@ -168,13 +179,7 @@ def build_encoder(w: dict[str, np.ndarray]):  # noqa: ANN201 (an onnx.ModelProto
             x,
             g.linear(att, w[f"{p}/self_attention/linear_1/weight"], w[f"{p}/self_attention/linear_1/bias"]),
         )
-        hn = g.layer_norm(x, w[f"{p}/ffn/layer_norm/gamma"], w[f"{p}/ffn/layer_norm/beta"])
-        ff = g.linear(
-            g.gelu(g.linear(hn, w[f"{p}/ffn/linear_0/weight"], w[f"{p}/ffn/linear_0/bias"])),
-            w[f"{p}/ffn/linear_1/weight"],
-            w[f"{p}/ffn/linear_1/bias"],
-        )
-        x = g.op("Add", x, ff)
+        x = _feed_forward(g, w, p, x)
     enc = g.layer_norm(x, w["encoder/layer_norm/gamma"], w["encoder/layer_norm/beta"])
     g.op("Identity", enc, out_names=["encoder_out"])
     f = TensorProto.FLOAT
@@ -278,13 +283,7 @@ def build_decoder(w: dict[str, np.ndarray]):  # noqa: ANN201
         x = g.op(
             "Add", x, g.linear(att, w[f"{p}/attention/linear_2/weight"], w[f"{p}/attention/linear_2/bias"])
         )
-        hn = g.layer_norm(x, w[f"{p}/ffn/layer_norm/gamma"], w[f"{p}/ffn/layer_norm/beta"])
-        ff = g.linear(
-            g.gelu(g.linear(hn, w[f"{p}/ffn/linear_0/weight"], w[f"{p}/ffn/linear_0/bias"])),
-            w[f"{p}/ffn/linear_1/weight"],
-            w[f"{p}/ffn/linear_1/bias"],
-        )
-        x = g.op("Add", x, ff)
+        x = _feed_forward(g, w, p, x)
     g.op("Concat", *new_keys, axis=0, out_names=["new_self_key"])
     g.op("Concat", *new_values, axis=0, out_names=["new_self_value"])
     last = g.op("Squeeze", g.op("Slice", x, i64([-1]), i64([np.iinfo(np.int64).max]), i64([1])), i64([1]))
