@@ -31,4 +31,7 @@ PY="$VENV/bin/python"
 "$PY" -m pip install -q --upgrade pip
 "$PY" -m pip install -q "torch==2.13.0"
 "$PY" -m pip install -q -e '.[test,train,plot]'
+# An editable install leaves the package uncompiled; compile it once, as a regular `pip install .` does,
+# so every command does not start by compiling its modules.
+"$PY" -m compileall -q streamcli
 echo "streamcli installed in $VENV: $("$PY" -c 'import streamcli; print(streamcli.__version__)')"

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from streamcli.bench.config import FRAME_MS
+from streamcli.bench.config import FLATNESS_TARGET, FRAME_MS
 
 
 @dataclass
@@ -144,6 +144,7 @@ class ConfigResult:
     model_files: list[str] = field(default_factory=list)  # the files really loaded (int8 or float)
     per_length: list[LengthPoint] = field(default_factory=list)
     flatness_ratio: float | None = None  # T_proc p50 at the last position / at the first
+    flatness_target: float = FLATNESS_TARGET  # flat in N: flatness_ratio at most this
     full_context_growth: float | None = None
     streams: list[StreamsPoint] = field(default_factory=list)
     streams_keeping_up: int | None = None

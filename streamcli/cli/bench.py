@@ -11,7 +11,6 @@ from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
-from streamcli.bench.config import FLATNESS_TARGET
 from streamcli.cli.common import DEBUG_OPTION, MODEL_OPTION, THREADS_OPTION, console, fail, run_command
 
 if TYPE_CHECKING:
@@ -134,10 +133,10 @@ def _length_table(r: bench.ConfigResult) -> Table:
             full,
             ratio,
         )
-    flat = "flat" if r.flatness_ratio <= FLATNESS_TARGET else "NOT flat"
+    flat = "flat" if r.flatness_ratio <= r.flatness_target else "NOT flat"
     caption = (
         f"flatness {r.flatness_ratio:.2f} (p50 at {r.per_length[-1].seconds:g} s / at "
-        f"{r.per_length[0].seconds:g} s; target <= {FLATNESS_TARGET:g}: {flat})"
+        f"{r.per_length[0].seconds:g} s; target <= {r.flatness_target:g}: {flat})"
     )
     if r.full_context_growth is not None:
         caption += f"; full context grows {r.full_context_growth:.1f}x"
@@ -161,7 +160,7 @@ def _sweep_table(results: list[bench.ConfigResult]) -> Table:
         "RTF",
         "keeps up",
         "cache bytes",
-        f"flatness (target <= {FLATNESS_TARGET:g})",
+        f"flatness (target <= {results[0].flatness_target:g})",
     ):
         table.add_column(col, justify="right")
     for r in results:
@@ -207,7 +206,7 @@ def _growth_sweep_table(results: list[bench.ConfigResult]) -> Table:
     seconds = [p.seconds for p in results[0].per_length]
     for sec in seconds:
         table.add_column(f"{sec:g} s", justify="right")
-    table.add_column(f"flatness (target <= {FLATNESS_TARGET:g})", justify="right")
+    table.add_column(f"flatness (target <= {results[0].flatness_target:g})", justify="right")
     for r in results:
         cells = []
         for p in r.per_length:
