@@ -45,11 +45,8 @@ def _run(stream, samples: np.ndarray, block: int | None = None, rate: int = 1600
     block = block or max(1, samples.size)
     for i in range(0, samples.size, block):
         stream.accept_waveform(rate, samples[i : i + block])
-        while stream.is_ready():
-            emitted += stream.decode()
-    stream.input_finished()
-    while stream.is_ready():
-        emitted += stream.decode()
+        emitted += stream.decode_ready()
+    emitted += stream.finish()
     return emitted
 
 
@@ -204,17 +201,14 @@ def test_reset_finalizes_segments_with_absolute_times(rec, speech):
     s = rec.create_stream()
     half = speech.size // 2
     s.accept_waveform(16000, speech[:half])
-    while s.is_ready():
-        s.decode()
+    s.decode_ready()
     before = s.result()
     seg = s.reset()
     assert isinstance(seg, Segment) and seg.text == before.text
     assert seg.start == before.words[0].start and seg.end == before.words[-1].end
     assert s.result().text == "" and s.result().tokens == []
     s.accept_waveform(16000, speech[half:])
-    s.input_finished()
-    while s.is_ready():
-        s.decode()
+    s.finish()
     seg2 = s.reset()
     assert seg2 is not None and seg2.tokens[0].start >= seg.tokens[-1].start
     assert seg2.tokens[-1].start < s.received_s
@@ -227,8 +221,7 @@ def test_endpoint_after_trailing_silence(test_zipformer_dir, speech):
     )
     s = rec.create_stream()
     s.accept_waveform(16000, speech[: 16000 * 4])
-    while s.is_ready():
-        s.decode()
+    s.decode_ready()
     assert s.result().text and not s.is_endpoint()
     fired_at = None
     s.accept_waveform(16000, np.zeros(16000 * 3, np.float32))  # the test model is silent on silence
@@ -257,9 +250,46 @@ def test_memory_stays_flat_over_a_long_stream(rec):
     block = (rng.standard_normal(16000) * 0.05).astype(np.float32)
     for _ in range(120):
         s.accept_waveform(16000, block)
-        while s.is_ready():
-            s.decode()
+        s.decode_ready()
         held.append(s._fbank.num_frames_ready - s._fbank.first_kept_frame)
     assert max(held) <= rec.info.chunk_frames + 100 + 1
     assert s.decoded_s > 119
     assert max(held[60:]) <= max(held[:60])  # no growth with stream length
+
+
+def test_stream_driver_segments_match_for_any_block_cut_and_in_a_batch(test_zipformer_dir, speech):
+    """The one streaming loop: endpoints per window (not per block), so block size and batching
+    change nothing; every segment has text, times grow, and finish() closes the last utterance."""
+    from streamcli.recognizer import StreamDriver, decode_batch
+
+    ep = create_recognizer(RecognizerConfig(model=str(test_zipformer_dir), device="cpu", threads=1))
+    audio = np.concatenate([speech, np.zeros(16000 * 3, np.float32), speech])
+
+    def drive(block: int) -> list[tuple[str, float, float]]:
+        partials: list[str] = []
+        driver = StreamDriver(ep.create_stream(), on_partial=lambda r: partials.append(r.text))
+        segments = []
+        for i in range(0, audio.size, block):
+            segments += driver.accept_waveform(16000, audio[i : i + block])
+        segments += driver.finish()
+        assert driver.segments == len(segments) and partials
+        assert all(a != b for a, b in zip(partials, partials[1:], strict=False))  # only changes
+        return [(s.text, s.start, s.end) for s in segments]
+
+    small, large = drive(1600), drive(48000)
+    assert small == large and len(small) >= 2  # the 3 s of silence is an endpoint
+    assert all(text.strip() for text, _, _ in small)
+    assert all(a[2] <= b[1] for a, b in zip(small, small[1:], strict=False))
+
+    drivers = [StreamDriver(ep.create_stream()) for _ in range(3)]
+    batched: list[list] = [[], [], []]
+    for i in range(0, audio.size, 16000):
+        for d in drivers:
+            d.stream.accept_waveform(16000, audio[i : i + 16000])
+        while decoded := decode_batch(ep, drivers):
+            for d, window in decoded:
+                if window.segment is not None:
+                    batched[drivers.index(d)].append(window.segment)
+    for k, d in enumerate(drivers):
+        batched[k] += d.finish()
+        assert [(s.text, s.start, s.end) for s in batched[k]] == small

@@ -83,9 +83,7 @@ def test_matches_one_stream_fed_the_whole_file(recognizer_no_endpoint):
     samples, rate = read_audio(WAV_22K, target_rate=16000)
     stream = recognizer_no_endpoint.create_stream()
     stream.accept_waveform(rate, samples)
-    stream.input_finished()
-    while stream.is_ready():
-        stream.decode()
+    stream.finish()
     expected = stream.result()
     segments = list(transcribe(WAV_22K, recognizer_no_endpoint)[0])
     assert len(segments) == 1

@@ -117,9 +117,7 @@ def _speech_like(seconds: float, seed: int) -> np.ndarray:
 def _decode_alone(rec, audio: np.ndarray):
     s = rec.create_stream()
     s.accept_waveform(16000, audio)
-    s.input_finished()
-    while s.is_ready():
-        s.decode()
+    s.finish()
     return s.result()
 
 

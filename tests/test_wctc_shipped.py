@@ -63,11 +63,8 @@ def _run(rec, samples: np.ndarray, rate: int):
     s = rec.create_stream()
     for start in range(0, samples.size, 4000):
         s.accept_waveform(rate, samples[start : start + 4000])
-        while s.is_ready():
-            s.decode()
-    s.input_finished()
-    while s.is_ready():
-        s.decode()
+        s.decode_ready()
+    s.finish()
     return s.result()
 
 

@@ -135,9 +135,7 @@ def test_every_state_input_changes_the_encoder_output(rec):
 def _decode(rec, samples: np.ndarray) -> list[tuple[int, float]]:
     s = rec.create_stream()
     s.accept_waveform(16000, samples)
-    s.input_finished()
-    while s.is_ready():
-        s.decode()
+    s.finish()
     return [(t.id, t.start) for t in s.result().tokens]
 
 
@@ -165,9 +163,7 @@ def test_beam_1_equals_greedy_and_beam_4_scores(test_zipformer_dir, rec):
         assert _decode(beam1, a) == _decode(rec, a)
         s = beam4.create_stream()
         s.accept_waveform(16000, a)
-        s.input_finished()
-        while s.is_ready():
-            s.decode()
+        s.finish()
         st: BeamState = s._state.search
         assert 1 <= len(st.hyps) <= 4
         assert len({h.ys for h in st.hyps.values()}) == len(st.hyps)  # merged: distinct sequences

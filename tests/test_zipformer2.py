@@ -138,8 +138,7 @@ def _decode_all(rec, audio: list[np.ndarray], batched: bool) -> list[list[tuple[
             rec.decode_streams(streams)
     else:
         for s in streams:
-            while s.is_ready():
-                s.decode()
+            s.decode_ready()
     return [[(t.id, t.start) for t in s.result().tokens] for s in streams]
 
 
