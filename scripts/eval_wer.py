@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """WER/CER of a model on a TSV manifest, or of a hypothesis TSV against a reference TSV.
 
-Model mode streams every file through streamcli.transcribe.transcribe (the same driver, endpoints
+Model mode streams every file through streamcli.transcription.transcribe (the same driver, endpoints
 and second pass as `streamcli transcribe`), with the model's own window/overlap unless
 --window/--overlap are given; WER/CER are also reported per subset (librispeech/test-other, jfk, ...):
 
@@ -87,13 +87,13 @@ def load_audio_16k(path: Path):
 def decode_with_model(rows: list[ManifestRow], model: str, *, device: str, threads: int,
                       window_frames: int | None, overlap_frames: int | None, rescore: bool | None,
                       second_pass_frames: str = "teacher") -> tuple[dict[str, str], dict[str, object]]:
-    """Hypotheses by id (every file through streamcli.transcribe.transcribe, endpoints included, as a
+    """Hypotheses by id (every file through streamcli.transcription.transcribe, endpoints included, as a
     user's `streamcli transcribe` would), plus facts about the run (provider, RTF, second-pass cost)."""
     import numpy as np
 
     from streamcli.families import create_recognizer
     from streamcli.recognizer import RecognizerConfig
-    from streamcli.transcribe import transcribe
+    from streamcli.transcription import transcribe
 
     recognizer = create_recognizer(RecognizerConfig(
         model=model, device=device, threads=threads, window_frames=window_frames,

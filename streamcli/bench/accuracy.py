@@ -55,7 +55,7 @@ def _transcribe_rows(recognizer: Recognizer, rows: list[tuple[str, Path, str]], 
     """(hypotheses, audio seconds, busy seconds): each file through streamcli.transcribe (the one
     streaming driver: endpoints, resets and, for a two-pass model, the finals), fed hop by hop."""
     from streamcli.audio import read_audio
-    from streamcli.transcribe import transcribe
+    from streamcli.transcription import transcribe
 
     hyps: list[str] = []
     audio_s = busy_s = 0.0
@@ -108,7 +108,7 @@ def measure_second_pass(recognizer: Recognizer, audio: LoopedAudio, seconds: flo
                         progress: ProgressFn = no_progress) -> SecondPass | None:
     """Streams ``seconds`` of the bench audio through the two-pass recognizer (hop-sized blocks, as
     fast as possible) and reads the time of every final: endpoint decision -> final text."""
-    from streamcli.transcribe import transcribe
+    from streamcli.transcription import transcribe
 
     times = recognizer.final_times_ms
     if times is None:

@@ -44,7 +44,7 @@ from streamcli.formats import pick_format, timestamp
 if TYPE_CHECKING:
     from streamcli.recognizer import Recognizer
     from streamcli.results import Result, Segment
-    from streamcli.transcribe import TranscriptionInfo
+    from streamcli.transcription import TranscriptionInfo
 
 
 def segment_line(segment: Segment) -> str:
@@ -306,7 +306,7 @@ def _transcribe_all(
     debug: bool = False,
 ) -> int:
     from streamcli.formats import DocumentWriter, render, to_dict
-    from streamcli.transcribe import transcribe
+    from streamcli.transcription import transcribe
 
     document_to_stdout = not targets and fmt != "txt"
     several = len(inputs) > 1
