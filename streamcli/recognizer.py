@@ -1,12 +1,16 @@
-"""Streaming recognizer: config, model info, the Stream verbs, and the factory over model families.
+"""Streaming recognizer: config, model info, the Stream verbs, and the one streaming driver.
 
-    rec = create_recognizer(RecognizerConfig(model="path/or/name", device="auto", threads=0))
+    rec = create_recognizer(RecognizerConfig(model="path/or/name", device="auto", threads=0))  # families
     s = rec.create_stream()
     s.accept_waveform(16000, samples)      # float32 mono in [-1, 1], any rate (resampled)
     while s.is_ready():
         s.decode()                         # one encoder call; returns the new tokens
     s.finish()                             # input_finished() (pads the tail) + decode_ready()
     print(s.result().text)
+
+:class:`StreamDriver` is the one loop over a stream (decode ready windows, publish partials, apply
+endpoints per window, reset, flush at the end) that transcribe, live, serve and bench use;
+:func:`decode_batch` runs it for several streams in one batched encoder call.
 
 The generic machinery lives here: online fbank, chunking (a chunk of ``chunk_frames`` feature frames
 is decoded when *more* than that many frames are waiting, and the next chunk starts
