@@ -81,3 +81,41 @@ def test_accept_after_finish_is_an_error():
     fb.input_finished()
     with pytest.raises(ValueError):
         fb.accept_waveform(np.zeros(10, np.float32))
+
+
+@pytest.mark.parametrize("length", [16000 * 12, 1153, 399, 281, 50])
+def test_whisper_mel_matches_kaldi_native_fbank_for_any_block_cut(length):
+    """The vectorized Whisper mel frames: the same frames at the same moments as kaldi-native-fbank's
+    OnlineWhisperFbank (its framing, reflection and tail), values within float32 FFT rounding."""
+    import kaldi_native_fbank as knf
+    from paths import TEST_WAVS
+
+    from streamcli.audio import read_audio
+    from streamcli.features import feature_extractor
+
+    wavs = sorted(TEST_WAVS.glob("*.wav")) if TEST_WAVS else []
+    if not wavs:
+        pytest.skip("needs ../shared/models/*/test_wavs")
+    speech = np.concatenate([read_audio(w, target_rate=16000)[0] for w in wavs])[:length]
+    assert speech.size == length
+    rng = np.random.default_rng(length)
+    ref = knf.OnlineWhisperFbank(knf.WhisperFeatureOptions())
+    ours = feature_extractor("whisper_log10_mel")
+    pos = 0
+    while pos < speech.size:
+        block = speech[pos : pos + int(rng.integers(1, 4000))]
+        pos += block.size
+        ref.accept_waveform(16000, block)
+        ours.accept_waveform(block)
+        assert ours.num_frames_ready == ref.num_frames_ready  # same frames ready at every moment
+    ref.input_finished()
+    ours.input_finished()
+    n = ref.num_frames_ready
+    assert ours.num_frames_ready == n == (length + 80) // 160
+    if n == 0:
+        return
+    expected = np.log10(np.maximum(np.stack([ref.get_frame(i) for i in range(n)]), 1e-10))
+    got = ours.get_frames(0, n)
+    assert got.shape == (n, 80) and got.dtype == np.float32
+    assert np.abs(got - expected).max() < 0.03
+    assert np.percentile(np.abs(got - expected), 99) < 1e-3
