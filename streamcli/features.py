@@ -1,4 +1,8 @@
-"""Online 80-dim kaldi log-mel filterbank with the settings sherpa-onnx and icefall use.
+"""Online features, picked by a model's ``feature_type`` metadata (:func:`feature_extractor`).
+
+``kaldi_fbank``: 80-dim kaldi log-mel filterbank with the settings sherpa-onnx and icefall use
+(kaldi-native-fbank, for token parity with sherpa-onnx). ``whisper_log10_mel``: Whisper's 80-bin
+log10 mel power, computed here vectorized (:class:`OnlineWhisperLogMel`).
 
 The settings matter for parity with models trained by icefall: 16 kHz, 25 ms windows every 10 ms,
 povey window, no dither, ``snip_edges=False`` (frame count depends only on the shift), mel bins from
