@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 import soundfile as sf
 from paths import SHARED
 
@@ -124,3 +125,16 @@ def test_terminal_gets_the_live_view(test_zipformer_dir):
     assert "\x1b[" in screen  # Rich drew in place (cursor movement / styles)
     assert "→" in screen and "00:0" in screen
     assert "RTF" in screen and "p95" in screen and "· CPU" in screen
+
+
+@pytest.mark.parametrize("args", [[], ["models"]])
+def test_bare_command_prints_its_help_not_an_error(args):
+    """`streamcli` (or a command group) alone answers with its help on stdout, exit 0."""
+    proc = subprocess.run([sys.executable, "-m", "streamcli", *args], capture_output=True, text=True,
+                          env=ENV, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("Usage: streamcli") and "error" not in proc.stderr
+    assert ("transcribe" in proc.stdout) if not args else ("download" in proc.stdout)
+    bad = subprocess.run([sys.executable, "-m", "streamcli", "bogus"], capture_output=True, text=True,
+                         env=ENV, timeout=60)
+    assert bad.returncode == 2 and bad.stderr.startswith("error: No such command")

@@ -91,6 +91,10 @@ def main() -> None:
         code = app(prog_name="streamcli", standalone_mode=False)
     except usage_errors as exc:
         ctx = getattr(exc, "ctx", None)
+        if type(exc).__name__ == "NoArgsIsHelpError" and ctx is not None:
+            # `streamcli` or `streamcli models` alone: the help is the answer, not an error line.
+            console.print(ctx.get_help(), markup=False, highlight=False)
+            sys.exit(0)
         hint = f" (see: {ctx.command_path} --help)" if ctx is not None else ""
         print_error(exc.format_message() + hint)
         sys.exit(2)
