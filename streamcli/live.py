@@ -1,11 +1,12 @@
 """Live transcription from an audio input: capture callback -> queue -> recognizer worker -> events.
 
 The capture side is anything shaped like ``sounddevice.InputStream`` (a microphone, an audio server's
-monitor source, a file played at 1x by :class:`FileInputStream`, or a fake in tests): its callback
-only copies each block into a queue, so a slow recognizer never stalls the audio thread. A worker
-thread downmixes, resamples to the model rate, feeds the recognizer stream, decodes every ready chunk,
-finalizes a segment at each endpoint and publishes events (partial text, finalized segments, status).
-Nothing here draws on a terminal; the CLI renders the events.
+monitor source, a file played at 1x by :class:`streamcli.capture.FileInputStream`, or a fake in tests):
+its callback only copies each block into a queue, so a slow recognizer never stalls the audio thread.
+A worker thread downmixes, resamples to the model rate and feeds the one streaming loop
+(:class:`streamcli.recognizer.StreamDriver`: ready windows, partials, endpoints, segments), and
+publishes events (partial text, finalized segments, status). Nothing here draws on a terminal or
+writes files; ``streamcli.cli.live`` renders the events and ``streamcli.formats`` writes them.
 """
 
 from __future__ import annotations
