@@ -91,13 +91,14 @@ class OnlineFbank:
             )
         if out is None:
             out = np.empty((count, self.feature_dim), dtype=np.float32)
+        self._read(start, count, out)
+        return out
+
+    def _read(self, start: int, count: int, out: np.ndarray) -> None:
+        """Copies frames [start, start+count) (checked to be held) into ``out``."""
         get = self._fbank.get_frame
         for i in range(count):
             out[i] = get(start + i)
-        return self._transform(out)
-
-    def _transform(self, frames: np.ndarray) -> np.ndarray:
-        return frames
 
     def discard_before(self, frame: int) -> None:
         """Frees all frames with index < ``frame``."""
@@ -162,8 +163,8 @@ class _WhisperMelFrames:
         self._samples = np.concatenate([self._samples, samples.astype(np.float32, copy=False)])
         self._received += samples.size
         # Frames whose window ends inside the received audio (start 160 m - 120, length 400).
-        self._compute_until(max(0, (self._received - 280) // WHISPER_SHIFT + 1)
-                            if self._received >= 280 else 0)
+        if self._received >= 280:
+            self._compute_until((self._received - 280) // WHISPER_SHIFT + 1)
 
     def input_finished(self) -> None:
         self._finished = True
@@ -192,9 +193,6 @@ class _WhisperMelFrames:
             self._samples = self._samples[keep_from - self._sample0 :]
             self._sample0 = keep_from
 
-    def get_frame(self, index: int) -> np.ndarray:
-        return self._frames[index - self._frame0]
-
     def get_frames(self, start: int, count: int) -> np.ndarray:
         return self._frames[start - self._frame0 : start - self._frame0 + count]
 
@@ -216,17 +214,8 @@ class OnlineWhisperLogMel(OnlineFbank):
             raise ValueError(f"Whisper log-mel has 80 bins, not {self.feature_dim}")
         return _WhisperMelFrames()
 
-    def get_frames(self, start: int, count: int, out: np.ndarray | None = None) -> np.ndarray:
-        if start < self._first_kept or start + count > self.num_frames_ready:
-            raise IndexError(
-                f"frames [{start}, {start + count}) not held "
-                f"(have [{self._first_kept}, {self.num_frames_ready}))"
-            )
-        frames = self._fbank.get_frames(start, count)
-        if out is None:
-            out = np.empty((count, self.feature_dim), dtype=np.float32)
-        np.log10(np.maximum(frames, 1e-10), out=out)
-        return out
+    def _read(self, start: int, count: int, out: np.ndarray) -> None:
+        np.log10(np.maximum(self._fbank.get_frames(start, count), 1e-10), out=out)
 
 
 FEATURE_TYPES: dict[str, type[OnlineFbank]] = {
