@@ -45,6 +45,7 @@ import soundfile as sf
 import soxr
 
 from streamcli.devtools import text_corpus
+from streamcli.features import compute_fbank
 
 SAMPLE_RATE = 16000
 FORMAT_VERSION = 1
@@ -362,29 +363,8 @@ def augment(samples: np.ndarray, rng: np.random.Generator, babble_bank: Sequence
 
 
 def fbank_features(samples: np.ndarray) -> np.ndarray:
-    """80-dim log-mel fbank exactly as the runtime computes it (streamcli.features when present)."""
-    try:
-        from streamcli import features as runtime_features  # noqa: PLC0415 - optional, owned by A
-    except ImportError:
-        runtime_features = None
-    compute = getattr(runtime_features, "compute_fbank", None) if runtime_features else None
-    if compute is not None:
-        return np.asarray(compute(samples, SAMPLE_RATE), dtype=np.float32)
-    import kaldi_native_fbank as knf  # noqa: PLC0415
-
-    opts = knf.FbankOptions()
-    opts.frame_opts.samp_freq = SAMPLE_RATE
-    opts.frame_opts.frame_shift_ms = 10.0
-    opts.frame_opts.frame_length_ms = 25.0
-    opts.frame_opts.dither = 0.0
-    opts.frame_opts.snip_edges = False
-    opts.mel_opts.num_bins = 80
-    opts.mel_opts.low_freq = 20.0
-    opts.mel_opts.high_freq = -400.0
-    fbank = knf.OnlineFbank(opts)
-    fbank.accept_waveform(SAMPLE_RATE, samples.astype(np.float32).tolist())
-    fbank.input_finished()
-    return np.stack([fbank.get_frame(i) for i in range(fbank.num_frames_ready)]).astype(np.float32)
+    """80-dim log-mel fbank exactly as the runtime computes it (streamcli.features)."""
+    return compute_fbank(samples, SAMPLE_RATE)
 
 
 # ---------------------------------------------------------------------------------------------------
