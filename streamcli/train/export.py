@@ -63,33 +63,58 @@ def cache_shapes(model: WctcModel) -> dict[str, list[int | str]]:
     }
 
 
-def build_metadata(
-    model: WctcModel, window_frames: int, overlap_frames: int, model_name: str, extra: dict[str, str] | None
+def wctc_metadata(
+    *,
+    model_name: str,
+    window_frames: int,
+    overlap_frames: int,
+    subsampling: int,
+    feature_dim: int,
+    vocab_size: int,
+    num_layers: int,
+    d_model: int,
+    num_heads: int,
+    max_rel_distance: int,
+    num_parameters: int,
+    cache_shapes: dict[str, list[int | str]],
 ) -> dict[str, str]:
-    cfg = model.cfg
-    meta = {
+    """The metadata every wctc export writes: what streamcli.families.wctc reads to run the file
+    (W/O defaults, frame geometry, vocabulary, cache names and shapes). Both exports add their own."""
+    return {
         "model_type": "wctc",
         "model_name": model_name,
         "window_frames": str(window_frames),
         "overlap_frames": str(overlap_frames),
         "frame_shift_ms": str(FRAME_SHIFT_MS),
-        "feature_dim": str(cfg.feature_dim),
-        "subsampling": str(SUBSAMPLING),
-        "vocab_size": str(cfg.vocab_size),
+        "feature_dim": str(feature_dim),
+        "subsampling": str(subsampling),
+        "vocab_size": str(vocab_size),
         "blank_id": "0",
-        "num_layers": str(cfg.num_layers),
-        "d_model": str(cfg.d_model),
-        "num_heads": str(cfg.num_heads),
-        "conv_kernel": str(cfg.conv_kernel),
-        "max_rel_distance": str(cfg.max_rel_distance),
-        "ctc_upsample": str(cfg.ctc_upsample),
-        "num_parameters": str(count_parameters(model)),
-        "cache_names": json.dumps(list(CACHE_NAMES)),
-        "cache_shapes": json.dumps(cache_shapes(model)),
-        "cache_dtype": "float32",
-        "time_multiple": str(SUBSAMPLING),
+        "num_layers": str(num_layers),
+        "d_model": str(d_model),
+        "num_heads": str(num_heads),
+        "max_rel_distance": str(max_rel_distance),
+        "num_parameters": str(num_parameters),
+        "cache_names": json.dumps(list(cache_shapes)),
+        "cache_shapes": json.dumps(cache_shapes),
+        "time_multiple": str(subsampling),
     }
-    for name, shape in cache_shapes(model).items():
+
+
+def build_metadata(
+    model: WctcModel, window_frames: int, overlap_frames: int, model_name: str, extra: dict[str, str] | None
+) -> dict[str, str]:
+    cfg = model.cfg
+    shapes = cache_shapes(model)
+    meta = wctc_metadata(
+        model_name=model_name, window_frames=window_frames, overlap_frames=overlap_frames,
+        subsampling=SUBSAMPLING, feature_dim=cfg.feature_dim, vocab_size=cfg.vocab_size,
+        num_layers=cfg.num_layers, d_model=cfg.d_model, num_heads=cfg.num_heads,
+        max_rel_distance=cfg.max_rel_distance, num_parameters=count_parameters(model), cache_shapes=shapes,
+    )
+    meta.update({"conv_kernel": str(cfg.conv_kernel), "ctc_upsample": str(cfg.ctc_upsample),
+                 "cache_dtype": "float32"})
+    for name, shape in shapes.items():
         meta[f"{name}_shape"] = json.dumps(shape)
     meta.update(extra or {})
     return meta

@@ -15,7 +15,6 @@ N, T and O/2 are dynamic: one file serves any even W/O with 0 <= O < W.
 
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 from pathlib import Path
@@ -23,7 +22,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from streamcli.train.export import publish_with_metadata
+from streamcli.train.export import publish_with_metadata, wctc_metadata
 from streamcli.train.whisper_student import SUBSAMPLING, WhisperStudent, check_window, count_parameters
 
 CACHE_NAMES = ("cache_key", "cache_value", "cache_conv_in", "cache_conv_mid", "cache_valid")
@@ -75,28 +74,15 @@ def export_student(
         dynamic[n] = axes
         dynamic[f"new_{n}"] = axes
     cfg = model.cfg
-    meta = {
-        "model_type": "wctc",
-        "model_name": model_name,
-        "feature_type": "whisper_log10_mel",
-        "window_frames": str(window_frames),
-        "overlap_frames": str(overlap_frames),
-        "frame_shift_ms": "10",
-        "feature_dim": str(cfg.n_mels),
-        "subsampling": str(SUBSAMPLING),
-        "vocab_size": str(cfg.vocab_size),
-        "blank_id": "0",
-        "num_layers": str(cfg.num_layers),
-        "d_model": str(cfg.d_model),
-        "num_heads": str(cfg.num_heads),
-        "max_rel_distance": str(cfg.max_rel_distance),
-        "log_mel_floor": str(cfg.log_mel_floor),
-        "num_parameters": str(count_parameters(model)),
-        "cache_names": json.dumps(list(CACHE_NAMES)),
-        "cache_shapes": json.dumps(cache_shapes(model)),
-        "time_multiple": str(SUBSAMPLING),
-        **(extra_metadata or {}),
-    }
+    meta = wctc_metadata(
+        model_name=model_name, window_frames=window_frames, overlap_frames=overlap_frames,
+        subsampling=SUBSAMPLING, feature_dim=cfg.n_mels, vocab_size=cfg.vocab_size,
+        num_layers=cfg.num_layers, d_model=cfg.d_model, num_heads=cfg.num_heads,
+        max_rel_distance=cfg.max_rel_distance, num_parameters=count_parameters(model),
+        cache_shapes=cache_shapes(model),
+    )
+    meta.update({"feature_type": "whisper_log10_mel", "log_mel_floor": str(cfg.log_mel_floor)})
+    meta.update(extra_metadata or {})
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
