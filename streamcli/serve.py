@@ -135,7 +135,10 @@ class Scheduler:
             return sum(1 for s in self._sessions if not s.done)
 
     def open(self, rate: int, reply: Callable[[dict], None]) -> _Session:
-        session = _Session(StreamDriver(self.recognizer.create_stream()), rate, reply)
+        driver = StreamDriver(self.recognizer.create_stream())
+        session = _Session(driver, rate, reply)
+        # Every utterance the driver closes (endpoint or end of input) waits for the next answer.
+        driver.on_segment = lambda segment: session.pending.append(segment)
         with self._lock:
             self._sessions.append(session)
         return session
@@ -203,10 +206,6 @@ class Scheduler:
             self.ticks += 1
             self.batch_sizes.append(len(decoded))
             busy = True
-            by_driver = {id(s.driver): s for s in live}
-            for driver, window in decoded:
-                if window.segment is not None:
-                    by_driver[id(driver)].pending.append(window.segment)
         for s in live:
             if s.driver.stream.is_ready():
                 continue  # more windows wait: answer once they are decoded
@@ -222,9 +221,7 @@ class Scheduler:
                     s.reply({"partial": text})
             if s.driver.finished:
                 # eof: every message was answered above; the rest of the audio is the final result.
-                segment = s.driver.close_utterance()
-                if segment is not None:
-                    s.pending.append(segment)
+                s.driver.close_utterance()
                 s.reply({"final": result_message(merge_segments(s.pending))})
                 s.pending = []
                 s.done = True

@@ -32,8 +32,7 @@ class _TimedStream:
     """
 
     def __init__(self, recognizer: Recognizer, reader: LoopedReader, hop_samples: int) -> None:
-        self.stream = recognizer.create_stream()
-        self.driver = StreamDriver(self.stream)
+        self.driver = StreamDriver(recognizer.create_stream())
         self.reader = reader
         self.hop_samples = hop_samples
         self.fed_samples = 0
@@ -49,7 +48,7 @@ class _TimedStream:
         """Feeds one hop of audio, decodes every ready window; returns each window's ms."""
         block = self.reader.take(self.hop_samples)
         t0 = time.perf_counter()
-        self.stream.accept_waveform(SAMPLE_RATE, block)
+        self.driver.stream.accept_waveform(SAMPLE_RATE, block)
         self._pending_feature_ms += (time.perf_counter() - t0) * 1000.0
         self.fed_samples += block.size
         times = []
@@ -59,7 +58,7 @@ class _TimedStream:
                 break
             times.append((time.perf_counter() - t0) * 1000.0 + self._pending_feature_ms)
             self._pending_feature_ms = 0.0
-            self.encoder_ms.append(self.stream.chunk_times_ms[-1])
+            self.encoder_ms.append(self.driver.stream.chunk_times_ms[-1])
         return times
 
 
