@@ -177,8 +177,8 @@ class SpeechDetector:
             self.speech_frames += int(hits.size)
         self._frames_done += n_frames
         self._floor_dbfs = float(floors[-1])
-        self._history = padded[padded.size - (window - 1):] if window > 1 else padded[:0]
-        self._history = self._history[np.isfinite(self._history)]
+        keep = window - 1  # the levels the next block's first window reaches back to
+        self._history = padded[missing:][-keep:] if keep else levels[:0]  # the real levels, no +inf
 
 
 class EndpointDetector:
