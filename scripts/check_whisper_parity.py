@@ -51,7 +51,7 @@ def main() -> int:
     t0 = time.perf_counter()
     for row in rows:
         mel = mel30(args.data.parent / row["path"])
-        frames = ours.encoder.run(["encoder_out"], {"mel": mel})[0]
+        frames = ours.run_encoder([mel[0]])[0][None]
         mine = ours.decode(frames, 30.0, guards=False).token_ids
         theirs = ref_model.generate(
             ctranslate2.StorageView.from_array(mel), [[SOT, NO_TIMESTAMPS]], beam_size=1

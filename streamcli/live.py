@@ -409,14 +409,18 @@ class LiveTranscriber:
                 last_partial = result.text
                 self._events.put(PartialEvent(result.text))
 
-        driver = StreamDriver(stream, on_partial=publish_partial)
+        def final(segment: Segment) -> None:
+            self.summary.segments += 1
+            self._events.put(SegmentEvent(segment))
 
-        def closed(segment: Segment | None) -> None:
+        # Finals come from the recognizer's batched second-pass worker, in order, while capture and
+        # the first pass go on; each is shown when it is ready.
+        driver = StreamDriver(stream, on_partial=publish_partial, on_segment=final,
+                              finals=rec.finals_worker())
+
+        def closed() -> None:
             nonlocal last_partial
             last_partial = ""
-            if segment is not None:
-                self.summary.segments += 1
-                self._events.put(SegmentEvent(segment))
             self._events.put(PartialEvent(""))
 
         def decode_ready() -> None:
@@ -437,7 +441,8 @@ class LiveTranscriber:
                     rolling.append(latency_ms)
                     self.summary.tokens += 1
                 if window.closed:
-                    closed(window.segment)
+                    closed()
+            driver.take_finals()
 
         def status(now: float) -> LiveStatus:
             frames = sum(n for n, _ in level)
@@ -460,6 +465,7 @@ class LiveTranscriber:
                 try:
                     item = self._queue.get(timeout=0.05)
                 except queue.Empty:
+                    driver.take_finals()
                     now = self._clock()
                     # Opening can take a while (an audio server's stream start-up is ~1-2 s), so
                     # the first block gets a longer grace than the gaps between blocks.
@@ -511,7 +517,9 @@ class LiveTranscriber:
             feed(resample(np.zeros((0, self.capture_channels), dtype=np.float32), last=True), tail_arrival)
             driver.input_finished()
             decode_ready()
-            closed(driver.close_utterance())
+            driver.close_utterance()
+            closed()
+            driver.take_finals(wait=True)
         except BaseException as exc:
             error = error or exc
         if recording is not None:

@@ -10,7 +10,9 @@
 
 :class:`StreamDriver` is the one loop over a stream (decode ready windows, publish partials, apply
 endpoints per window, reset, flush at the end) that transcribe, live, serve and bench use;
-:func:`decode_batch` runs it for several streams in one batched encoder call.
+:func:`decode_batch` runs it for several streams in one batched encoder call. Where the model has a
+second pass, closed utterances go to the recognizer's batched :class:`streamcli.finals.FinalsWorker`
+and their finals come back in order without stopping the first pass.
 
 The generic machinery lives here: online fbank, chunking (a chunk of ``chunk_frames`` feature frames
 is decoded when *more* than that many frames are waiting, and the next chunk starts
@@ -39,7 +41,9 @@ from __future__ import annotations
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections import deque
+from concurrent.futures import Future
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -48,6 +52,7 @@ import numpy as np
 from streamcli.audio import ResampleStream
 from streamcli.endpoint import EndpointConfig, EndpointDetector
 from streamcli.features import feature_extractor, frames_covering, samples_for_frames
+from streamcli.finals import ClosedUtterance, FinalsWorker, SecondPass, UtteranceRecorder, completed
 from streamcli.providers import parse_device, resolve_threads
 from streamcli.results import Result, Segment, Token
 from streamcli.tokens import TokenTable, tokens_to_words
@@ -165,15 +170,37 @@ class ModelInfo:
 
 
 class Recognizer(ABC):
-    """Base of every model family: owns the model; streams hold per-stream state."""
+    """Base of every model family: owns the model; streams hold per-stream state.
+
+    A second pass (:mod:`streamcli.finals`) is attached from outside (:func:`streamcli.families.
+    create_recognizer` reads the model's metadata); the family only decodes the first pass."""
 
     info: ModelInfo
     tokens: TokenTable
-    # Milliseconds of each second-pass final (a two-pass family fills it); None: no second pass.
-    final_times_ms: list[float] | None = None
+    second_pass: SecondPass | None = None
+    _finals_worker: FinalsWorker | None = None
 
     def __init__(self, config: RecognizerConfig) -> None:
         self.config = config
+
+    def attach_second_pass(self, second_pass: SecondPass) -> None:
+        """Closed utterances are rewritten by ``second_pass`` from now on (streams created later)."""
+        self.second_pass = second_pass
+        self.info = replace(self.info, second_pass=second_pass.name)
+
+    @property
+    def final_times_ms(self) -> list[float] | None:
+        """Milliseconds of the second-pass call behind each final; None: no second pass."""
+        return self.second_pass.final_times_ms if self.second_pass is not None else None
+
+    def finals_worker(self) -> FinalsWorker | None:
+        """The one batched second-pass worker of this recognizer (shared by all its streams), started
+        on first use; None without a second pass."""
+        if self.second_pass is None:
+            return None
+        if self._finals_worker is None:
+            self._finals_worker = FinalsWorker(self.second_pass)
+        return self._finals_worker
 
     # ----- family hooks -------------------------------------------------------------------------
     @abstractmethod
@@ -191,6 +218,11 @@ class Recognizer(ABC):
     @abstractmethod
     def start_new_utterance(self, state: Any) -> None:
         """Forget the utterance's tokens, keep the encoder state (and decoder context)."""
+
+    def chunk_outputs(self, state: Any) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """(logits, hidden frames) of the stream's last decoded window, for the second pass's record;
+        a family without them returns (None, None) and gets no second pass."""
+        return None, None
 
     def chunk_ready(self, processed_frames: int, frames_ready: int) -> bool:
         """Whether the chunk starting at ``processed_frames`` can be decoded.
@@ -221,12 +253,6 @@ class Recognizer(ABC):
         needed = self.frames_to_flush(num_frames)
         return max(0, samples_for_frames(feature_type, needed) - num_samples)
 
-    def finalize_segment(self, state: Any, segment: Segment | None) -> Segment | None:
-        """The final form of an utterance's segment, called by Stream.reset() before the utterance is
-        dropped. Default: the first pass's segment as it is; a two-pass family rewrites it (or returns
-        None when the second pass finds no speech)."""
-        return segment
-
     # ----- streams --------------------------------------------------------------------------------
     def create_stream(self) -> Stream:
         return Stream(self)
@@ -245,7 +271,11 @@ class Recognizer(ABC):
         t0 = time.perf_counter()
         self.decode_chunk(feats, [s._state for s in ready], offsets)
         elapsed_ms = (time.perf_counter() - t0) * 1000.0
-        for s in ready:
+        for i, s in enumerate(ready):
+            if s._utterance is not None:
+                logits, hidden = self.chunk_outputs(s._state)
+                if logits is not None:
+                    s._utterance.add(feats[i, : info.shift_frames], logits, hidden, offsets[i])
             s._processed_frames += info.shift_frames
             s._chunks_done += 1
             s._fbank.discard_before(s._processed_frames)
@@ -265,6 +295,9 @@ class Stream:
         self._fbank = feature_extractor(info.feature_type, info.feature_dim, info.sample_rate)
         self._state = recognizer.new_stream_state()
         self._endpoint = EndpointDetector(recognizer.config.endpoint, sample_rate=info.sample_rate)
+        second = recognizer.second_pass
+        # What the second pass needs of the open utterance (None: the first pass writes the finals).
+        self._utterance = UtteranceRecorder(second.max_frames, second.needs_hidden) if second else None
         self._resampler: ResampleStream | None = None  # the one resampler (streamcli.audio)
         self._input_rate: int | None = None
         self._samples = 0  # samples received at the model rate (without tail padding)
@@ -388,18 +421,30 @@ class Stream:
         )
 
     def reset(self) -> Segment | None:
-        """Finalizes the current utterance (None if empty) and starts a new one; times stay absolute."""
+        """Finalizes the current utterance (None if empty) and starts a new one; times stay absolute.
+
+        With a second pass the final is computed here, synchronously; a driver with a
+        :class:`~streamcli.finals.FinalsWorker` uses :meth:`close_utterance` instead and waits for none."""
+        segment, utterance = self.close_utterance()
+        second = self._rec.second_pass
+        if utterance is not None and second is not None:
+            return second.finalize([utterance])[0]
+        return segment
+
+    def close_utterance(self) -> tuple[Segment | None, ClosedUtterance | None]:
+        """Ends the current utterance: (the first pass's segment or None if empty, the record the second
+        pass finalizes or None: no second pass, no text, or longer than it takes)."""
         res = self.result()
-        seg = None
+        segment = None
         if res.text:
             start = res.words[0].start if res.words else res.tokens[0].start
             end = res.words[-1].end if res.words else res.tokens[-1].start
-            seg = Segment(start=start, end=end, text=res.text, words=res.words, tokens=res.tokens)
-            seg = self._rec.finalize_segment(self._state, seg)
+            segment = Segment(start=start, end=end, text=res.text, words=res.words, tokens=res.tokens)
+        utterance = self._utterance.close(segment) if self._utterance is not None else None
         self._rec.start_new_utterance(self._state)
         self._utterance_start_s = self.decoded_s
         self._reported = []
-        return seg
+        return segment, utterance
 
     # ----- clocks -----------------------------------------------------------------------------------
     @property
@@ -429,6 +474,7 @@ class StreamLike(Protocol):
     def result(self) -> Result: ...
     def is_endpoint(self) -> bool: ...
     def reset(self) -> Segment | None: ...
+    def close_utterance(self) -> tuple[Segment | None, ClosedUtterance | None]: ...
 
 
 class RecognizerLike(Protocol):
@@ -438,15 +484,19 @@ class RecognizerLike(Protocol):
 
     def create_stream(self) -> Any: ...
     def decode_streams(self, streams: list[Any]) -> None: ...
+    def finals_worker(self) -> FinalsWorker | None: ...
 
 
 @dataclass(frozen=True)
 class Window:
-    """What one decoded window gave: the tokens it added and the segment an endpoint closed after it."""
+    """What one decoded window gave: the tokens it added, and whether an endpoint closed the utterance
+    after it (with or without text; its final arrives through the driver's finals)."""
 
     tokens: list[Token]
-    segment: Segment | None  # None: no endpoint, or an endpoint in silence (no text)
-    closed: bool = False  # an endpoint closed the utterance after this window (with or without text)
+    closed: bool = False
+
+
+DEFAULT_MAX_PENDING_FINALS = 32  # finals one stream may have in flight before its first pass waits
 
 
 class StreamDriver:
@@ -455,8 +505,14 @@ class StreamDriver:
     Feed audio with :meth:`accept_waveform`; every window that becomes ready is decoded, the partial
     is published (``on_partial``, only when the hypothesis changed), the endpoint rules are applied
     after each window (not per block: a large block may hold an endpoint inside) and a closed
-    utterance's segment is returned (and passed to ``on_segment``). :meth:`finish` decodes the rest
-    and closes the last utterance. Segments without text are never returned.
+    utterance becomes a final. :meth:`finish` decodes the rest and closes the last utterance.
+
+    Finals come out in the order their utterances closed, each once, through ``on_segment`` and the
+    lists/generators below; segments without text never do. With ``finals`` (the recognizer's
+    :class:`~streamcli.finals.FinalsWorker`) a closed utterance is handed to the batched second pass
+    and the first pass goes on at once: its final is delivered when ready (:meth:`take_finals`);
+    at most ``max_pending`` may be in flight, beyond that closing one waits (memory stays bounded
+    however far a file's first pass runs ahead). Without it, the final is computed on closing.
 
     For several streams in one batched encoder call use :func:`decode_batch`, which runs the same
     per-window step for each.
@@ -468,24 +524,30 @@ class StreamDriver:
         *,
         on_partial: Callable[[Result], None] | None = None,
         on_segment: Callable[[Segment], None] | None = None,
+        finals: FinalsWorker | None = None,
+        max_pending: int = DEFAULT_MAX_PENDING_FINALS,
     ) -> None:
         self.stream = stream
         self.on_partial = on_partial
         self.on_segment = on_segment
-        self.segments = 0  # segments with text returned so far
+        self.finals = finals
+        self.max_pending = max_pending
+        self.segments = 0  # finals with text delivered so far
         self.finished = False
+        self._pending: deque[Future] = deque()  # finals in closing order, done or not
 
     def accept_waveform(self, sample_rate: int, samples: np.ndarray) -> list[Segment]:
-        """Feeds samples and decodes every window that is ready; returns the segments they closed."""
+        """Feeds samples and decodes every window that is ready; returns the finals ready by then."""
         self.stream.accept_waveform(sample_rate, samples)
         return self.decode_ready()
 
     def segments_ready(self) -> Iterator[Segment]:
-        """Decodes every ready window, yielding each segment as its endpoint closes it: a consumer
-        sees it before the next window's partial (transcribe() yields from here)."""
+        """Decodes every ready window, yielding each final as soon as it is ready (before the next
+        window's partial; transcribe() yields from here). Does not wait for a final in flight."""
         while (window := self.step()) is not None:
-            if window.segment is not None:
-                yield window.segment
+            if window.closed or self._pending:
+                yield from self._finals(wait=False)
+        yield from self._finals(wait=False)
 
     def step(self) -> Window | None:
         """Decodes one window if one is ready (None otherwise) and applies the per-window rules."""
@@ -499,21 +561,42 @@ class StreamDriver:
         if changed and self.on_partial is not None:
             self.on_partial(self.stream.result())
         if self.stream.is_endpoint():
-            return Window(tokens, self.close_utterance(), closed=True)
-        return Window(tokens, None)
+            self.close_utterance()
+            return Window(tokens, closed=True)
+        return Window(tokens)
 
     def decode_ready(self) -> list[Segment]:
         return list(self.segments_ready())
 
-    def close_utterance(self) -> Segment | None:
-        """Finalizes the current utterance now (endpoint, end of input, or the caller's choice)."""
-        segment = self.stream.reset()
-        if segment is None or not segment.text.strip():
-            return None
-        self.segments += 1
-        if self.on_segment is not None:
-            self.on_segment(segment)
-        return segment
+    def close_utterance(self) -> None:
+        """Closes the current utterance now (endpoint, end of input, or the caller's choice); its final
+        is delivered by :meth:`take_finals` (at once without a worker)."""
+        if self.finals is None:
+            self._pending.append(completed(self.stream.reset()))
+            return
+        segment, utterance = self.stream.close_utterance()
+        self._pending.append(self.finals.submit(utterance) if utterance is not None else completed(segment))
+        while sum(not f.done() for f in self._pending) > self.max_pending:
+            next(f for f in self._pending if not f.done()).exception()  # waits; errors surface later
+
+    @property
+    def pending_finals(self) -> int:
+        """Finals closed but not delivered yet (in flight or waiting to be taken)."""
+        return len(self._pending)
+
+    def take_finals(self, wait: bool = False) -> list[Segment]:
+        """The finals that are ready, in closing order (``wait``: all of them, waiting as needed)."""
+        return list(self._finals(wait))
+
+    def _finals(self, wait: bool) -> Iterator[Segment]:
+        while self._pending and (wait or self._pending[0].done()):
+            segment = self._pending.popleft().result()
+            if segment is None or not segment.text.strip():
+                continue
+            self.segments += 1
+            if self.on_segment is not None:
+                self.on_segment(segment)
+            yield segment
 
     def input_finished(self) -> None:
         """No more audio (the tail is padded); the windows left are decoded by the next steps."""
@@ -521,16 +604,15 @@ class StreamDriver:
         self.finished = True
 
     def finish(self) -> list[Segment]:
-        """No more audio: decodes the rest and closes the last utterance."""
+        """No more audio: decodes the rest, closes the last utterance, waits for every final."""
         return list(self.finish_segments())
 
     def finish_segments(self) -> Iterator[Segment]:
-        """:meth:`finish` as a generator (each segment as soon as it is closed)."""
+        """:meth:`finish` as a generator (each final as soon as it is ready, in order)."""
         self.input_finished()
         yield from self.segments_ready()
-        last = self.close_utterance()
-        if last is not None:
-            yield last
+        self.close_utterance()
+        yield from self._finals(wait=True)
 
 
 def decode_batch(

@@ -10,6 +10,11 @@ Protocol (vosk-server's WebSocket API, so Vosk clients work unchanged):
   "text": "..."}`` (the final text: the second pass where the model has one);
 - ``{"eof" : 1}`` is answered with the final result of the rest of the audio, then the server closes.
 
+Finals: an utterance an endpoint closes goes to the recognizer's batched second-pass worker
+(:mod:`streamcli.finals`); the tick goes on with every stream's first pass, and each session's finals
+are answered in order as soon as they are ready. While a final closed now would wait longer than
+``max_final_wait_s``, new connections are refused with 1013 so the open streams keep their latency.
+
 Errors (malformed JSON, a bad sample rate, text where audio was expected, a message over the size
 limit, too many streams, a wrong token, an idle connection) get ``{"error": "..."}`` where a reply is
 still possible and a close frame with the reason; the server itself never stops for a client.
@@ -55,6 +60,8 @@ class ServeConfig:
     max_message_bytes: int = MAX_MESSAGE_BYTES
     idle_timeout_s: float = 30.0
     token: str | None = None
+    # New connections are refused (1013) while a final closed now would wait longer than this.
+    max_final_wait_s: float = 1.0
 
     def validate(self) -> ServeConfig:
         if not 0 <= self.port <= 65535:
@@ -63,6 +70,8 @@ class ServeConfig:
             raise ValueError(f"--max-streams must be 1..10000, got {self.max_streams}")
         if self.idle_timeout_s <= 0:
             raise ValueError(f"--idle-timeout must be > 0 s, got {self.idle_timeout_s}")
+        if not self.max_final_wait_s > 0:
+            raise ValueError(f"--max-final-wait must be > 0 s, got {self.max_final_wait_s}")
         if self.token is not None and not self.token:
             raise ValueError("--token must not be empty")
         return self
@@ -98,6 +107,7 @@ class _Session:
     inbox: list[np.ndarray] = field(default_factory=list)
     waiting: int = 0  # binary messages not answered yet
     eof: bool = False
+    closing: bool = False  # eof seen and decoded: waiting for the last finals
     closed: bool = False
     done: bool = False
     pending: list[Segment] = field(default_factory=list)
@@ -120,6 +130,13 @@ class Scheduler:
         self.ticks = 0
         self.batch_sizes: list[int] = []
         self.error: BaseException | None = None
+        self.finals = recognizer.finals_worker()
+        if self.finals is not None:
+            self.finals.on_done = self._wake.set  # a final is ready: answer it without waiting for audio
+
+    def final_wait_s(self) -> float:
+        """How long a final closed now would wait for the second pass (0 without one)."""
+        return self.finals.expected_wait_s() if self.finals is not None else 0.0
 
     def start(self) -> None:
         self._thread.start()
@@ -135,9 +152,10 @@ class Scheduler:
             return sum(1 for s in self._sessions if not s.done)
 
     def open(self, rate: int, reply: Callable[[dict], None]) -> _Session:
-        driver = StreamDriver(self.recognizer.create_stream())
+        # Closed utterances go to the batched second-pass worker; the tick never waits for a final.
+        driver = StreamDriver(self.recognizer.create_stream(), finals=self.finals)
         session = _Session(driver, rate, reply)
-        # Every utterance the driver closes (endpoint or end of input) waits for the next answer.
+        # Every final the driver delivers (in order, when ready) waits for the next answer.
         driver.on_segment = lambda segment: session.pending.append(segment)
         with self._lock:
             self._sessions.append(session)
@@ -209,6 +227,11 @@ class Scheduler:
         for s in live:
             if s.driver.stream.is_ready():
                 continue  # more windows wait: answer once they are decoded
+            if s.driver.finished and not s.closing:
+                # eof: the rest of the audio is the last utterance; its final joins the queue.
+                s.driver.close_utterance()
+                s.closing = True
+            s.driver.take_finals()  # finals ready by now, in order (on_segment -> pending)
             with self._lock:
                 answers, s.waiting = s.waiting, 0
             for _ in range(answers):
@@ -219,9 +242,8 @@ class Scheduler:
                     text = s.driver.stream.result().text
                     s.last_partial = text
                     s.reply({"partial": text})
-            if s.driver.finished:
-                # eof: every message was answered above; the rest of the audio is the final result.
-                s.driver.close_utterance()
+            if s.closing and not s.driver.pending_finals:
+                # eof: every message was answered above and every final is in: the final result.
                 s.reply({"final": result_message(merge_segments(s.pending))})
                 s.pending = []
                 s.done = True
@@ -282,6 +304,12 @@ class Server:
 
         if self.scheduler.active >= self.config.max_streams:
             await fail(f"server busy: {self.config.max_streams} streams already open (--max-streams)", 1013)
+            return
+        wait_s = self.scheduler.final_wait_s()
+        if wait_s > self.config.max_final_wait_s:
+            # Refuse newcomers before the streams already open see their finals degrade further.
+            await fail(f"server busy: finals {wait_s:.1f} s behind (--max-final-wait "
+                       f"{self.config.max_final_wait_s:g} s)", 1013)
             return
         rate = 16000
         session: _Session | None = None

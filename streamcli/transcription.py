@@ -135,7 +135,9 @@ def _segments(
     info: TranscriptionInfo,
 ) -> Iterator[Segment]:
     stream = recognizer.create_stream()
-    driver = StreamDriver(stream, on_partial=on_partial)
+    # Finals are written by the recognizer's batched second-pass worker while the first pass goes on;
+    # they are yielded in order as they become ready.
+    driver = StreamDriver(stream, on_partial=on_partial, finals=recognizer.finals_worker())
     info.chunk_times_ms = stream.chunk_times_ms
     start_wall = time.perf_counter()
     fed_samples = 0

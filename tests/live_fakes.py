@@ -192,6 +192,9 @@ class FakeRecognizer:
         self.streams.append(stream)
         return stream
 
+    def finals_worker(self) -> None:
+        return None  # one pass: the fake's finals are written on closing
+
 
 def bursts(rate: int, pattern: list[tuple[float, float]], channels: int = 1) -> np.ndarray:
     """Tone bursts: [(seconds, amplitude), ...] of a 300 Hz sine; amplitude 0 = digital silence plus

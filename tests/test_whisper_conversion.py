@@ -76,7 +76,7 @@ def test_a_damaged_file_is_refused(tmp_path):
 
 def test_onnx_encoder_equals_ctranslate2(ct2_model, second_pass):
     mel = _mel30(DEV_FILES[0])
-    ours = second_pass.encoder.run(["encoder_out"], {"mel": mel})[0]
+    ours = second_pass.run_encoder([mel[0]])[0][None]
     ref = np.array(ct2_model.encode(ctranslate2.StorageView.from_array(mel), to_cpu=True))
     assert ours.shape == ref.shape == (1, 1500, 384)
     assert np.abs(ours - ref).max() < 3e-3
@@ -100,8 +100,20 @@ def test_torch_teacher_equals_ctranslate2(ct2_model):
 @pytest.mark.parametrize("path", DEV_FILES, ids=lambda p: p.name)
 def test_onnx_greedy_decode_equals_ctranslate2_generate(ct2_model, second_pass, path):
     mel = _mel30(path)
-    frames = second_pass.encoder.run(["encoder_out"], {"mel": mel})[0]
+    frames = second_pass.run_encoder([mel[0]])[0][None]
     ours = second_pass.decode(frames, 30.0, guards=False)
     ref = ct2_model.generate(ctranslate2.StorageView.from_array(mel), [[SOT, NO_TIMESTAMPS]], beam_size=1)
     assert ours.token_ids == ref[0].sequences_ids[0]
     assert len(ours.token_ids) > 5
+
+
+def test_batched_greedy_decode_equals_ctranslate2_generate(ct2_model, second_pass):
+    """All dev files in one batch (one encoder call, one decode with rows leaving as they end): every
+    row's tokens equal ctranslate2's generate for that file alone."""
+    mels = [_mel30(p) for p in DEV_FILES]
+    frames = second_pass.run_encoder([m[0] for m in mels])
+    ours = second_pass.decode_batch(frames, [30.0] * len(mels), guards=False)
+    for mel, result in zip(mels, ours, strict=True):
+        ref = ct2_model.generate(ctranslate2.StorageView.from_array(mel), [[SOT, NO_TIMESTAMPS]], beam_size=1)
+        assert result.token_ids == ref[0].sequences_ids[0]
+    assert len({len(r.token_ids) for r in ours}) == len(ours)  # rows of different lengths

@@ -39,6 +39,9 @@ def serve(
     token: str | None = typer.Option(
         None, "--token", help="Require ?token=SECRET or 'Authorization: Bearer SECRET'."
     ),
+    max_final_wait: float = typer.Option(
+        1.0, "--max-final-wait", help="Refuse new connections (1013) while finals are this far behind (s)."
+    ),
     debug: bool = DEBUG_OPTION,
 ) -> None:
     """Serve live transcription over WebSocket (vosk-server protocol) and a captions page at /."""
@@ -53,6 +56,7 @@ def serve(
             max_message_bytes=max_message_kb * 1024,
             idle_timeout_s=idle_timeout,
             token=token,
+            max_final_wait_s=max_final_wait,
         ).validate()
         recognizer = load_recognizer(model, device, threads, 0, None, window, overlap, rescore)
 

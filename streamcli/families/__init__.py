@@ -14,6 +14,7 @@ from typing import Any
 
 from streamcli import registry
 from streamcli.errors import ModelError
+from streamcli.finals import SecondPass
 from streamcli.providers import read_onnx_metadata
 from streamcli.recognizer import Recognizer, RecognizerConfig
 
@@ -80,4 +81,23 @@ def create_recognizer(config: RecognizerConfig | None = None, **overrides: Any) 
             f"{folder}: unsupported model_type {model_type!r} (supported: {', '.join(FAMILIES)})"
         )
     check_options(family, config, meta)
-    return family.load()(config, folder, meta)
+    recognizer = family.load()(config, folder, meta)
+    second = meta.get("second_pass")
+    if config.rescore and not second:
+        raise ValueError(f"{folder.name} has no second pass (--rescore needs a two-pass model)")
+    if second and config.rescore is not False:
+        recognizer.attach_second_pass(create_second_pass(second, folder, config, recognizer))
+    return recognizer
+
+
+def create_second_pass(name: str, folder: Path, config: RecognizerConfig, first_pass: Recognizer) -> SecondPass:
+    """The second pass a model's metadata names (``second_pass``), for that first pass."""
+    if name != "whisper-tiny.en":
+        raise ModelError(f"{folder}: unknown second pass {name!r}")
+    if first_pass.info.family != "wctc":
+        raise ModelError(f"{folder}: a {name} second pass needs a wctc first pass (its CTC word times)")
+    from streamcli.whisper.finals import WhisperFinals  # noqa: PLC0415 (two-pass models only)
+
+    info = first_pass.info
+    return WhisperFinals(first_pass.tokens, info.subsampling * info.frame_shift_ms / 1000.0,
+                         config.device, config.threads, frames=config.second_pass_frames)

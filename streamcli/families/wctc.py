@@ -14,17 +14,15 @@ multiples of the subsampling factor (5) with 0 <= O < W.
 from __future__ import annotations
 
 import json
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from streamcli.align import align_words
 from streamcli.errors import ModelError
+from streamcli.finals import SecondPass
 from streamcli.providers import create_model_sessions, resolve_threads
 from streamcli.recognizer import ModelInfo, Recognizer, RecognizerConfig, validate_window
-from streamcli.results import Segment, Token
 from streamcli.search import ctc_greedy
 from streamcli.tokens import TokenTable
 
@@ -59,19 +57,15 @@ def cache_shape(spec: list[int | str], batch: int, overlap_frames: int, subsampl
 
 @dataclass
 class WctcState:
-    """Per-stream state: encoder caches (batch dim 1), the greedy CTC search and, with a second pass,
-    the current utterance's features / CTC log-probabilities / hidden frames (bounded: 30 s)."""
+    """Per-stream state: encoder caches (batch dim 1), the greedy CTC search, and the last window's
+    outputs (logits, hidden frames) for whoever records the utterance (streamcli.finals)."""
 
     caches: dict[str, np.ndarray]
     prev_token: int
     token_ids: list[int] = field(default_factory=list)
     token_frames: list[int] = field(default_factory=list)
-    utt_features: list[np.ndarray] = field(default_factory=list)
-    utt_log_probs: list[np.ndarray] = field(default_factory=list)
-    utt_hidden: list[np.ndarray] = field(default_factory=list)
-    utt_feature_frames: int = 0
-    utt_first_frame: int | None = None  # absolute encoder frame where the utterance's audio starts
-    utt_overflow: bool = False  # longer than the second pass's 30 s window: the first pass stays
+    last_logits: np.ndarray | None = None
+    last_hidden: np.ndarray | None = None
 
 
 class WctcRecognizer(Recognizer):
@@ -115,27 +109,7 @@ class WctcRecognizer(Recognizer):
         outputs = {o.name for o in self.session.get_outputs()}
         self.output_names = ["logits", *(f"new_{n}" for n in self.cache_names)]
         self.feature_type = metadata.get("feature_type", "kaldi_fbank")
-        self.second_pass = None
-        self.second_pass_frames = config.second_pass_frames
-        self.final_times_ms: list[float] = []  # second-pass time per finalized segment
-        second = metadata.get("second_pass")
-        if config.rescore and not second:
-            raise ValueError(f"{folder.name} has no second pass (--rescore needs a two-pass model)")
-        if second and config.rescore is not False:
-            if second != "whisper-tiny.en":
-                raise ModelError(f"{folder}: unknown second pass {second!r}")
-            if self.second_pass_frames == "student" and "hidden" not in outputs:
-                raise ValueError(
-                    f"{folder.name}: the encoder has no hidden output for second_pass_frames=student"
-                )
-            from streamcli.whisper.second_pass import MAX_SEGMENT_FRAMES, SecondPassConfig, WhisperSecondPass  # noqa: PLC0415
-
-            self._max_segment_frames = MAX_SEGMENT_FRAMES
-
-            self.second_pass = WhisperSecondPass(config.device, config.threads,
-                                                 SecondPassConfig(frames=self.second_pass_frames))
-            if self.second_pass_frames == "student":
-                self.output_names.append("hidden")
+        self._has_hidden_output = "hidden" in outputs
         hop = window - overlap
         state_bytes = sum(
             int(np.prod(cache_shape(self._cache_specs[n], 1, overlap, self.subsampling))) * 4
@@ -160,13 +134,18 @@ class WctcRecognizer(Recognizer):
             files=(files["encoder"].name, "tokens.txt"),
             device_notice=notice,
             feature_type=self.feature_type,
-            second_pass=(
-                f"whisper-tiny.en decoder ({self.second_pass_frames} frames)" if self.second_pass else None
-            ),
         )
-        self._char_table = {t: i for i, t in enumerate(self.tokens.symbols)}
 
     # ----- family hooks ---------------------------------------------------------------------------
+    def attach_second_pass(self, second_pass: SecondPass) -> None:
+        if second_pass.needs_hidden:
+            if not self._has_hidden_output:
+                raise ValueError(
+                    f"{self.info.path.name}: the encoder has no hidden output for second_pass_frames=student"
+                )
+            self.output_names.append("hidden")
+        super().attach_second_pass(second_pass)
+
     def initial_caches(self, batch: int) -> dict[str, np.ndarray]:
         """Zero caches for ``batch`` new streams (all-zero valid count masks the empty cache)."""
         return {
@@ -195,15 +174,17 @@ class WctcRecognizer(Recognizer):
         logits, new = self.run_encoder(np.ascontiguousarray(features, dtype=np.float32), caches)
         for i, s in enumerate(states):
             s.caches = {n: new[n][i : i + 1] for n in self.cache_names}
-            if self.second_pass is not None:
-                hidden = self.last_hidden[i] if self.last_hidden is not None else None
-                self._keep_for_second_pass(s, features[i], logits[i], hidden, frame_offsets[i])
+            s.last_logits = logits[i]
+            s.last_hidden = self.last_hidden[i] if self.last_hidden is not None else None
             u = self.ctc_upsample
             ids, frames, s.prev_token = ctc_greedy(
                 logits[i], self.blank_id, s.prev_token, frame_offsets[i] * u
             )
             s.token_ids.extend(ids)
             s.token_frames.extend(f // u for f in frames)  # times in encoder frames (50 ms)
+
+    def chunk_outputs(self, state: WctcState) -> tuple[np.ndarray | None, np.ndarray | None]:
+        return state.last_logits, state.last_hidden
 
     def hypothesis(self, state: WctcState) -> tuple[list[int], list[int]]:
         return state.token_ids, state.token_frames
@@ -212,54 +193,6 @@ class WctcRecognizer(Recognizer):
         # prev_token stays: a token whose frames straddle the reset is not emitted twice.
         state.token_ids = []
         state.token_frames = []
-        state.utt_features, state.utt_log_probs, state.utt_hidden = [], [], []
-        state.utt_feature_frames = 0
-        state.utt_first_frame = None
-        state.utt_overflow = False
-
-    # ----- second pass ------------------------------------------------------------------------------
-    def _keep_for_second_pass(self, state: WctcState, features: np.ndarray, logits: np.ndarray,
-                              hidden: np.ndarray | None, frame_offset: int) -> None:
-        if state.utt_first_frame is None:
-            state.utt_first_frame = frame_offset
-        if state.utt_feature_frames + features.shape[0] > self._max_segment_frames:
-            state.utt_overflow = True
-            return
-        state.utt_features.append(features.copy())
-        shifted = logits - logits.max(axis=-1, keepdims=True)
-        state.utt_log_probs.append(shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True)))
-        if hidden is not None:
-            state.utt_hidden.append(hidden.copy())
-        state.utt_feature_frames += features.shape[0]
-
-    def finalize_segment(self, state: WctcState, segment: Segment | None) -> Segment | None:
-        """Whisper's decoder rewrites the segment; word times from the first pass's posteriors."""
-        if self.second_pass is None or segment is None or state.utt_overflow or not state.utt_features:
-            return segment
-        t0 = time.perf_counter()
-        feats = np.concatenate(state.utt_features)
-        audio_s = feats.shape[0] * self.info.frame_shift_ms / 1000.0
-        if self.second_pass_frames == "student" and state.utt_hidden:
-            frames = np.concatenate(state.utt_hidden)[None]
-        else:
-            frames = self.second_pass.encode(feats)
-        result = self.second_pass.decode(frames, audio_s)
-        self.final_times_ms.append((time.perf_counter() - t0) * 1000.0)
-        if not result.text:
-            return None
-        start_s = self.frame_time_s(state.utt_first_frame or 0)
-        frame_s = self.info.subsampling * self.info.frame_shift_ms / 1000.0
-        log_probs = np.concatenate(state.utt_log_probs)
-        words = align_words(result.text.split(), log_probs, self._char_table, start_s,
-                            start_s + log_probs.shape[0] * frame_s, frame_s)
-        tokens: list[Token] = []
-        word_index = -1
-        for token_id in result.token_ids:
-            piece = self.second_pass.tokenizer.decode([token_id])
-            if piece.startswith(" ") or word_index < 0:
-                word_index = min(word_index + 1, len(words) - 1)
-            tokens.append(Token(piece, words[max(0, word_index)].start, token_id))
-        return Segment(start=words[0].start, end=words[-1].end, text=result.text, words=words, tokens=tokens)
 
     # ----- whole-signal helpers (evaluation, timing) ------------------------------------------------
     def stream_features(self, features: np.ndarray) -> np.ndarray:

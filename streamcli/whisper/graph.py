@@ -3,14 +3,21 @@
 The second pass needs both at run time, and the runtime must not depend on torch, so the graphs are
 built node by node with ``onnx.helper`` from the CTranslate2 variables (streamcli.whisper.weights).
 
-``whisper-encoder.onnx``: ``mel`` (N, 80, T) normalised log-mel (Whisper's rule), T <= 3000 ->
-``encoder_out`` (N, ceil(T/2), 384) and, for every decoder layer, the cross-attention keys/values of
-those frames ``cross_key`` / ``cross_value`` (L, N, S, 384): computed once per segment.
+``whisper-encoder.onnx``: ``mel`` (N, 80, T) normalised log-mel (Whisper's rule), T <= 3000 and even,
+and ``mel_frames`` (N,) int64, each row's own even length (the rest of the row zeros) ->
+``encoder_out`` (N, T/2, 384). Attention never looks at a row's padding, and with zero padding and even
+lengths the two convolutions see exactly what they see unbatched, so every row's valid frames equal
+its own unbatched run: segments of different lengths share one call.
+
+``whisper-cross-kv.onnx``: ``encoder_out`` -> for every decoder layer, the cross-attention
+keys/values of those frames ``cross_key`` / ``cross_value`` (L, N, S, 384): computed once per segment.
 
 ``whisper-decoder.onnx``: ``tokens`` (N, n) int64, the self-attention cache ``self_key`` /
 ``self_value`` (L, N, P, 384) of the P tokens so far (P = 0 at the start), ``cross_key`` /
-``cross_value`` -> ``logits`` (N, vocab) of the last new token and the grown caches ``new_self_key`` /
-``new_self_value`` (L, N, P + n, 384). New token j sits at position P + j and sees positions <= P + j.
+``cross_value``, ``cross_frames`` (N,) int64 (each row's valid encoder frames; cross-attention
+ignores the rest) -> ``logits`` (N, vocab) of the last new token and the grown caches ``new_self_key``
+/ ``new_self_value`` (L, N, P + n, 384). New token j sits at position P + j and sees positions <= P + j.
+All rows advance together (one token each per call); a row that ended is dropped by the caller.
 """
 
 from __future__ import annotations
@@ -94,6 +101,18 @@ class _Graph:
         ctx = self.op("Transpose", ctx, perm=[0, 2, 1, 3])
         return self.op("Reshape", ctx, self.const(np.array([0, 0, d_model], np.int64)))
 
+    def key_padding_mask(self, keys: str, valid: str) -> str:
+        """(N, 1, 1, S) additive mask from ``valid`` (N,) int64: key positions >= valid -> -1e9.
+
+        ``keys`` is any tensor whose axis 1 has the S key positions. -1e9 (not -inf) keeps a row with
+        no valid key finite; its softmax weights on padding underflow to exactly 0."""
+        i64 = lambda v: self.const(np.array(v, np.int64))  # noqa: E731
+        size = self.op("Squeeze", self.op("Slice", self.op("Shape", keys), i64([1]), i64([2])), i64([0]))
+        positions = self.op("Unsqueeze", self.op("Range", i64(0), size, i64(1)), i64([0]))  # (1, S)
+        padded = self.op("GreaterOrEqual", positions, self.op("Unsqueeze", valid, i64([1])))  # (N, S)
+        mask = self.op("Where", padded, self.const(np.float32(-1e9)), self.const(np.float32(0.0)))
+        return self.op("Unsqueeze", mask, i64([1, 2]))
+
     def model(self, inputs: list, outputs: list, metadata: dict[str, str]):  # noqa: ANN201
         from onnx import checker  # noqa: PLC0415
 
@@ -113,7 +132,6 @@ def _f(w: dict[str, np.ndarray], name: str) -> np.ndarray:
     return np.asarray(w[name], np.float32)
 
 
-
 def _feed_forward(g: _Graph, w: dict[str, np.ndarray], p: str, x: str) -> str:
     """Pre-norm feed-forward with its residual, as every Whisper layer (encoder and decoder) has it."""
     hn = g.layer_norm(x, w[f"{p}/ffn/layer_norm/gamma"], w[f"{p}/ffn/layer_norm/beta"])
@@ -123,6 +141,7 @@ def _feed_forward(g: _Graph, w: dict[str, np.ndarray], p: str, x: str) -> str:
         w[f"{p}/ffn/linear_1/bias"],
     )
     return g.op("Add", x, ff)
+
 
 def build_encoder(w: dict[str, np.ndarray]):  # noqa: ANN201 (an onnx.ModelProto)
     from onnx import TensorProto  # noqa: PLC0415
@@ -161,6 +180,8 @@ def build_encoder(w: dict[str, np.ndarray]):  # noqa: ANN201 (an onnx.ModelProto
         g.const(np.array([0], np.int64)),
     )
     x = g.op("Add", x, pe)
+    # Encoder frame i comes from mel frames 2i-1 .. 2i+1: a row's valid frames are mel_frames / 2.
+    mask = g.key_padding_mask(x, g.op("Div", "mel_frames", g.const(np.array(2, np.int64))))
     for i in range(dims.encoder_layers):
         p = f"encoder/layer_{i}"
         hn = g.layer_norm(
@@ -173,7 +194,7 @@ def build_encoder(w: dict[str, np.ndarray]):  # noqa: ANN201 (an onnx.ModelProto
             axis=-1,
             outputs=3,
         )
-        att = g.attention(q, k, v, heads, d)
+        att = g.attention(q, k, v, heads, d, mask)
         x = g.op(
             "Add",
             x,
@@ -184,7 +205,10 @@ def build_encoder(w: dict[str, np.ndarray]):  # noqa: ANN201 (an onnx.ModelProto
     g.op("Identity", enc, out_names=["encoder_out"])
     f = TensorProto.FLOAT
     return g.model(
-        [h.make_tensor_value_info("mel", f, ["N", 80, "T"])],
+        [
+            h.make_tensor_value_info("mel", f, ["N", 80, "T"]),
+            h.make_tensor_value_info("mel_frames", TensorProto.INT64, ["N"]),
+        ],
         [h.make_tensor_value_info("encoder_out", f, ["N", "S", d])],
         {"model_type": "whisper-encoder", "d_model": str(d), "num_heads": str(heads)},
     )
@@ -247,6 +271,7 @@ def build_decoder(w: dict[str, np.ndarray]):  # noqa: ANN201
     qpos = g.op("Range", g.op("Squeeze", past, i64([0])), g.op("Squeeze", total, i64([0])), i64(1))
     future = g.op("Greater", g.op("Unsqueeze", kpos, i64([0])), g.op("Unsqueeze", qpos, i64([1])))
     mask = g.op("Where", future, g.const(np.float32(-1e9)), g.const(np.float32(0.0)))
+    cross_mask = g.key_padding_mask(g.op("Gather", "cross_key", i64(0), axis=0), "cross_frames")
     new_keys, new_values = [], []
     for i in range(layers):
         p = f"decoder/layer_{i}"
@@ -279,6 +304,7 @@ def build_decoder(w: dict[str, np.ndarray]):  # noqa: ANN201
             g.op("Gather", "cross_value", layer, axis=0),
             heads,
             d,
+            cross_mask,
         )
         x = g.op(
             "Add", x, g.linear(att, w[f"{p}/attention/linear_2/weight"], w[f"{p}/attention/linear_2/bias"])
@@ -299,6 +325,7 @@ def build_decoder(w: dict[str, np.ndarray]):  # noqa: ANN201
             h.make_tensor_value_info("self_value", f, cache),
             h.make_tensor_value_info("cross_key", f, [layers, "N", "S", d]),
             h.make_tensor_value_info("cross_value", f, [layers, "N", "S", d]),
+            h.make_tensor_value_info("cross_frames", TensorProto.INT64, ["N"]),
         ],
         [
             h.make_tensor_value_info("logits", f, ["N", dims.vocab_size]),

@@ -33,7 +33,7 @@ from streamcli.errors import ModelError
 from streamcli.providers import create_session
 from streamcli.registry import cache_dir
 
-CONVERSION_VERSION = 1
+CONVERSION_VERSION = 2  # 2: per-row lengths (mel_frames, cross_frames) for batches
 ONNX_FOLDER = "whisper-tiny.en-onnx"
 FILES = ("whisper-encoder.onnx", "whisper-cross-kv.onnx", "whisper-decoder.onnx")
 EOT = 50256
@@ -44,6 +44,9 @@ FIRST_TIMESTAMP = 50363
 MAX_SEGMENT_FRAMES = 3000  # Whisper's 30 s window (10 ms frames)
 MAX_NEW_TOKENS = 224  # half of the decoder's 448 positions, as Whisper decodes
 SILENCE_LOG_MEL = -10.0  # log10(1e-10): what zero samples give
+# A batch of segments of different lengths shares one encoder call while the padding it adds stays
+# under this share of the real frames (the attention cost of padding is paid, its output discarded).
+ENCODER_PAD_SHARE = 0.25
 
 
 def bytes_to_unicode() -> dict[int, str]:
@@ -207,52 +210,124 @@ class WhisperSecondPass:
         self.layers = int(self.decoder.get_inputs()[1].shape[0])
         self.d_model = int(self.decoder.get_inputs()[1].shape[3])
 
-    def encode(self, log_mel: np.ndarray) -> np.ndarray:
-        """(T, 80) log10 mel of one segment, plus ``pad_s`` of silence (log10 of Whisper's 1e-10 floor),
-        at most 30 s -> teacher frames (1, ceil(T'/2), d)."""
+    def segment_mel(self, log_mel: np.ndarray) -> np.ndarray:
+        """(T, 80) log10 mel of one segment -> the encoder's (80, T') input: ``pad_s`` of silence
+        (log10 of Whisper's 1e-10 floor) appended, at most 30 s, an even length, Whisper's rule."""
         pad = np.full((int(self.config.pad_s * 100), log_mel.shape[1]), SILENCE_LOG_MEL, np.float32)
         frames = np.concatenate([log_mel, pad])[:MAX_SEGMENT_FRAMES]
-        mel = whisper_normalize(frames[: frames.shape[0] - frames.shape[0] % 2]).T[None].astype(np.float32)
-        return self.encoder.run(["encoder_out"], {"mel": np.ascontiguousarray(mel)})[0]
+        return whisper_normalize(frames[: frames.shape[0] - frames.shape[0] % 2]).T.astype(np.float32)
+
+    def run_encoder(self, mels: list[np.ndarray]) -> list[np.ndarray]:
+        """Normalised (80, T_i) inputs, T_i even -> (T_i / 2, d) encoder frames each, in ONE call: rows
+        are zero-padded to the longest and the graph masks the padding (each row equals its own run)."""
+        longest = max(m.shape[1] for m in mels)
+        batch = np.zeros((len(mels), mels[0].shape[0], longest), np.float32)
+        for i, m in enumerate(mels):
+            batch[i, :, : m.shape[1]] = m
+        lengths = np.array([m.shape[1] for m in mels], np.int64)
+        out = self.encoder.run(["encoder_out"], {"mel": batch, "mel_frames": lengths})[0]
+        return [out[i, : m.shape[1] // 2] for i, m in enumerate(mels)]
+
+    def encode_batch(self, log_mels: list[np.ndarray]) -> list[np.ndarray]:
+        """Segments' (T, 80) log10 mel -> (S, d) teacher frames each. Segments of similar length share
+        an encoder call (longest first; a row joins while padding stays under ``ENCODER_PAD_SHARE``)."""
+        mels = [self.segment_mel(m) for m in log_mels]
+        order = sorted(range(len(mels)), key=lambda i: -mels[i].shape[1])
+        out: list[np.ndarray | None] = [None] * len(mels)
+        group: list[int] = []
+        for i in [*order, None]:
+            if i is not None and group:
+                longest = mels[group[0]].shape[1]
+                used = sum(mels[j].shape[1] for j in group) + mels[i].shape[1]
+                if longest * (len(group) + 1) <= used * (1.0 + ENCODER_PAD_SHARE):
+                    group.append(i)
+                    continue
+            if group:
+                for j, frames in zip(group, self.run_encoder([mels[j] for j in group]), strict=True):
+                    out[j] = frames
+            group = [i] if i is not None else []
+        return [f for f in out if f is not None]
+
+    def encode(self, log_mel: np.ndarray) -> np.ndarray:
+        """One segment's (T, 80) log10 mel -> teacher frames (1, S, d)."""
+        return self.encode_batch([log_mel])[0][None]
 
     def decode(self, encoder_frames: np.ndarray, audio_s: float, guards: bool = True) -> SecondPassResult:
-        """Greedy decoding over (1, S, d) encoder frames of a segment of ``audio_s`` seconds.
+        """Greedy decoding of one segment's (1, S, d) encoder frames (see :meth:`decode_batch`)."""
+        return self.decode_batch([encoder_frames[0]], [audio_s], guards)[0]
 
-        ``guards=False`` turns off the length, repetition and no-speech guards (up to Whisper's 224
-        tokens): plain greedy search, what the parity test compares with ctranslate2."""
+    def decode_batch(
+        self, encoder_frames: list[np.ndarray], audio_s: list[float], guards: bool = True
+    ) -> list[SecondPassResult]:
+        """Greedy decoding of several segments at once: (S_i, d) encoder frames and seconds of audio each.
+
+        All rows advance one token per decoder call (the output projection's weights are read once
+        for all of them); each row has its own cross-attention length (masked), its own cache and its
+        own stopping point, and leaves the batch when it ends. ``guards=False`` turns off the length,
+        repetition and no-speech guards (up to Whisper's 224 tokens): plain greedy search, what the
+        parity test compares with ctranslate2."""
         cfg = self.config
-        cross_key, cross_value = self.cross_kv.run(None, {"encoder_out": encoder_frames.astype(np.float32)})
-        empty = np.zeros((self.layers, 1, 0, self.d_model), np.float32)
-        feed = np.array([[SOT, NO_TIMESTAMPS]], np.int64)
-        inputs = {"self_key": empty, "self_value": empty, "cross_key": cross_key, "cross_value": cross_value}
-        max_tokens = int(audio_s * cfg.max_tokens_per_s) + 8 if guards else MAX_NEW_TOKENS
-        ids: list[int] = []
-        logprob_sum = 0.0
-        no_speech_prob = 0.0
-        for step in range(max_tokens):
+        n = len(encoder_frames)
+        if n == 0:
+            return []
+        longest = max(f.shape[0] for f in encoder_frames)
+        padded = np.zeros((n, longest, self.d_model), np.float32)
+        for i, f in enumerate(encoder_frames):
+            padded[i, : f.shape[0]] = f
+        cross_key, cross_value = self.cross_kv.run(None, {"encoder_out": padded})
+        cross_frames = np.array([f.shape[0] for f in encoder_frames], np.int64)
+        empty = np.zeros((self.layers, n, 0, self.d_model), np.float32)
+        inputs = {"self_key": empty, "self_value": empty, "cross_key": cross_key,
+                  "cross_value": cross_value, "cross_frames": cross_frames}
+        feed = np.tile(np.array([[SOT, NO_TIMESTAMPS]], np.int64), (n, 1))
+        max_tokens = [int(s * cfg.max_tokens_per_s) + 8 if guards else MAX_NEW_TOKENS for s in audio_s]
+        ids: list[list[int]] = [[] for _ in range(n)]
+        logprob_sum = np.zeros(n)
+        no_speech_prob = np.zeros(n)
+        active = list(range(n))  # row r of the decoder's batch is segment active[r]
+        step = 0
+        while active:
             logits, inputs["self_key"], inputs["self_value"] = self.decoder.run(
                 None, {"tokens": feed, **inputs}
             )
-            row = logits[0].astype(np.float64)
+            rows = logits.astype(np.float64)
             if step == 0:
-                probs = np.exp(row - row.max())
-                no_speech_prob = float(probs[NO_SPEECH] / probs.sum())
-            row[self._suppress_begin if step == 0 else self._suppress] = -np.inf
-            token = int(row.argmax())
-            logprob_sum += float(row[token] - (row.max() + math.log(np.exp(row - row.max()).sum())))
-            if token == EOT:
-                break
-            ids.append(token)
-            cut = repeated_tail(ids, cfg.max_repeats) if guards else None
-            if cut:
-                del ids[len(ids) - cut :]
-                break
-            feed = np.array([[token]], np.int64)
-        avg_logprob = logprob_sum / max(1, len(ids) + 1)
-        if guards and no_speech_prob > cfg.no_speech_threshold and avg_logprob < cfg.logprob_threshold:
-            return SecondPassResult("", [], no_speech_prob, avg_logprob)
-        text = " ".join(self.tokenizer.decode(ids).split())
-        return SecondPassResult(text, ids, no_speech_prob, avg_logprob)
+                probs = np.exp(rows - rows.max(axis=1, keepdims=True))
+                no_speech_prob[active] = probs[:, NO_SPEECH] / probs.sum(axis=1)
+            rows[:, self._suppress_begin if step == 0 else self._suppress] = -np.inf
+            tokens = rows.argmax(axis=1)
+            top = rows.max(axis=1)
+            log_norm = top + np.log(np.exp(rows - top[:, None]).sum(axis=1))
+            keep: list[int] = []
+            for r, seg in enumerate(active):
+                token = int(tokens[r])
+                logprob_sum[seg] += float(rows[r, token] - log_norm[r])
+                if token == EOT:
+                    continue
+                ids[seg].append(token)
+                cut = repeated_tail(ids[seg], cfg.max_repeats) if guards else None
+                if cut:
+                    del ids[seg][len(ids[seg]) - cut :]
+                    continue
+                if step + 1 < max_tokens[seg]:
+                    keep.append(r)
+            step += 1
+            if len(keep) < len(active):
+                index = np.array(keep, np.int64)
+                for name in ("self_key", "self_value", "cross_key", "cross_value"):
+                    inputs[name] = inputs[name][:, index]
+                inputs["cross_frames"] = inputs["cross_frames"][index]
+            feed = tokens[keep].astype(np.int64)[:, None]
+            active = [active[r] for r in keep]
+        results = []
+        for seg in range(n):
+            avg_logprob = float(logprob_sum[seg]) / max(1, len(ids[seg]) + 1)
+            if guards and no_speech_prob[seg] > cfg.no_speech_threshold and avg_logprob < cfg.logprob_threshold:
+                results.append(SecondPassResult("", [], float(no_speech_prob[seg]), avg_logprob))
+                continue
+            text = " ".join(self.tokenizer.decode(ids[seg]).split())
+            results.append(SecondPassResult(text, ids[seg], float(no_speech_prob[seg]), avg_logprob))
+        return results
 
 
 def repeated_tail(ids: list[int], max_repeats: int) -> int | None:

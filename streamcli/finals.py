@@ -1,0 +1,202 @@
+"""The second-pass stage: closed utterances in, final segments out, batched on one worker thread.
+
+The streaming first pass (a model family) writes the partial text. Where a model has a second pass
+(its metadata says which, e.g. ``second_pass = whisper-tiny.en``), each utterance an endpoint closes
+is rewritten by it. This module is the family-neutral part of that:
+
+- :class:`UtteranceRecorder` keeps what a closed utterance needs while it is spoken (the first
+  pass's input features, its per-frame log-probabilities for word times, optional hidden frames),
+  bounded to the second pass's window; the stream owns one, the family's state never sees it;
+- :class:`ClosedUtterance` is that record, handed over when the utterance closes;
+- :class:`SecondPass` is the small interface a second pass implements: ``finalize(utterances)`` for a
+  batch of utterances from any streams;
+- :class:`FinalsWorker` is the one batched worker: ``submit()`` returns a future at once; the worker
+  thread takes everything queued (up to ``max_batch``) and finalizes it in one call, so the first
+  pass (a server's tick, a file's decode loop) never waits for a final.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+from streamcli.results import Segment
+
+DEFAULT_MAX_BATCH = 16  # rows of one batched decode: beyond ~16 a step costs as much as two
+
+
+@dataclass(frozen=True)
+class ClosedUtterance:
+    """What the second pass gets for one utterance (all arrays belong to it alone)."""
+
+    features: np.ndarray  # (T, feature_dim) the first pass's input frames, 10 ms each
+    log_probs: np.ndarray  # (frames, vocab) the first pass's log-probabilities (word times)
+    hidden: np.ndarray | None  # (frames, d) the first pass's hidden frames, where the model has them
+    start_frame: int  # absolute encoder frame where the utterance's audio starts
+    first_pass: Segment  # the utterance as the first pass wrote it
+
+    @property
+    def audio_s(self) -> float:
+        return self.features.shape[0] / 100.0
+
+
+class SecondPass(Protocol):
+    """A second pass: rewrites a batch of closed utterances (from any streams) at once."""
+
+    name: str  # shown as ModelInfo.second_pass
+    needs_hidden: bool  # whether it reads ClosedUtterance.hidden (the family must output them)
+    max_frames: int  # longest utterance it takes (10 ms frames); a longer one keeps the first pass
+    final_times_ms: list[float]  # per finalized utterance: ms of the call that finalized it
+
+    def finalize(self, utterances: Sequence[ClosedUtterance]) -> list[Segment | None]:
+        """The final segment of each utterance, in order (None: no speech in it)."""
+        ...
+
+
+class UtteranceRecorder:
+    """Collects the current utterance's features and first-pass outputs, window by window."""
+
+    def __init__(self, max_frames: int, keep_hidden: bool) -> None:
+        self.max_frames = max_frames
+        self.keep_hidden = keep_hidden
+        self.reset()
+
+    def reset(self) -> None:
+        self._features: list[np.ndarray] = []
+        self._log_probs: list[np.ndarray] = []
+        self._hidden: list[np.ndarray] = []
+        self._frames = 0
+        self._start_frame: int | None = None
+        self.overflow = False  # longer than the second pass takes: the first pass stays
+
+    def add(
+        self, features: np.ndarray, logits: np.ndarray, hidden: np.ndarray | None, frame_offset: int
+    ) -> None:
+        """One decoded window: its (hop, feature_dim) features and the family's (frames, V) logits."""
+        if self._start_frame is None:
+            self._start_frame = frame_offset
+        if self.overflow or self._frames + features.shape[0] > self.max_frames:
+            self.overflow = True
+            return
+        self._features.append(np.array(features, dtype=np.float32))
+        shifted = logits - logits.max(axis=-1, keepdims=True)
+        self._log_probs.append(shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True)))
+        if self.keep_hidden and hidden is not None:
+            self._hidden.append(np.array(hidden, dtype=np.float32))
+        self._frames += features.shape[0]
+
+    def close(self, first_pass: Segment | None) -> ClosedUtterance | None:
+        """The record of the utterance that just closed (None: nothing for the second pass), then a
+        fresh start."""
+        record = None
+        if first_pass is not None and self._features and not self.overflow:
+            record = ClosedUtterance(
+                features=np.concatenate(self._features),
+                log_probs=np.concatenate(self._log_probs),
+                hidden=np.concatenate(self._hidden) if self._hidden else None,
+                start_frame=self._start_frame or 0,
+                first_pass=first_pass,
+            )
+        self.reset()
+        return record
+
+
+@dataclass
+class _Job:
+    utterance: ClosedUtterance
+    future: Future
+    submitted_s: float
+
+
+@dataclass
+class FinalsStats:
+    """What the worker did, for bench and load tests."""
+
+    batches: list[int] = field(default_factory=list)  # rows of each finalize() call
+    latency_ms: list[float] = field(default_factory=list)  # submit -> result, per utterance
+
+
+class FinalsWorker:
+    """One thread that finalizes queued utterances in batches; futures resolve in submit order per
+    batch. ``on_done`` (if set) is called after each batch, from the worker thread (a server's wake-up).
+    """
+
+    def __init__(self, second_pass: SecondPass, max_batch: int = DEFAULT_MAX_BATCH) -> None:
+        if max_batch < 1:
+            raise ValueError(f"max_batch must be >= 1, got {max_batch}")
+        self.second_pass = second_pass
+        self.max_batch = max_batch
+        self.on_done: Callable[[], None] | None = None
+        self.stats = FinalsStats()
+        self._queue: deque[_Job] = deque()
+        self._cond = threading.Condition()
+        self._busy_rows = 0
+        self._busy_audio_s = 0.0
+        self._s_per_audio_s = 0.0  # moving average of finalize() seconds per audio second
+        self._thread: threading.Thread | None = None
+
+    def submit(self, utterance: ClosedUtterance) -> Future:
+        future: Future = Future()
+        with self._cond:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="streamcli-finals", daemon=True)
+                self._thread.start()
+            self._queue.append(_Job(utterance, future, time.perf_counter()))
+            self._cond.notify()
+        return future
+
+    @property
+    def backlog(self) -> int:
+        """Utterances queued or being finalized."""
+        with self._cond:
+            return len(self._queue) + self._busy_rows
+
+    def expected_wait_s(self) -> float:
+        """Seconds a final submitted now would wait: the audio queued or in flight times the measured
+        cost per audio second (a moving average of recent batches; 0 before the first)."""
+        with self._cond:
+            audio_s = sum(job.utterance.audio_s for job in self._queue) + self._busy_audio_s
+        return audio_s * self._s_per_audio_s
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._queue:
+                    self._cond.wait()
+                jobs = [self._queue.popleft() for _ in range(min(self.max_batch, len(self._queue)))]
+                self._busy_rows = len(jobs)
+                self._busy_audio_s = sum(job.utterance.audio_s for job in jobs)
+            started_s = time.perf_counter()
+            try:
+                segments = self.second_pass.finalize([job.utterance for job in jobs])
+            except BaseException as exc:  # every waiting caller sees the error, the worker goes on
+                for job in jobs:
+                    job.future.set_exception(exc)
+            else:
+                done_s = time.perf_counter()
+                cost = (done_s - started_s) / max(self._busy_audio_s, 0.1)
+                self._s_per_audio_s = cost if not self.stats.batches else 0.8 * self._s_per_audio_s + 0.2 * cost
+                self.stats.batches.append(len(jobs))
+                for job, segment in zip(jobs, segments, strict=True):
+                    self.stats.latency_ms.append((done_s - job.submitted_s) * 1000.0)
+                    job.future.set_result(segment)
+            finally:
+                with self._cond:
+                    self._busy_rows = 0
+                    self._busy_audio_s = 0.0
+            if self.on_done is not None:
+                self.on_done()
+
+
+def completed(segment: Segment | None) -> Future:
+    """A future that already holds ``segment`` (a final that needed no second pass)."""
+    future: Future = Future()
+    future.set_result(segment)
+    return future

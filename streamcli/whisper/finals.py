@@ -1,0 +1,77 @@
+"""Whisper tiny.en as a second pass (:class:`streamcli.finals.SecondPass`): batches of closed
+utterances -> final segments, word times from the first pass's log-probabilities."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+
+import numpy as np
+
+from streamcli.align import align_words
+from streamcli.finals import ClosedUtterance
+from streamcli.results import Segment, Token
+from streamcli.tokens import TokenTable
+from streamcli.whisper.second_pass import MAX_SEGMENT_FRAMES, SecondPassConfig, WhisperSecondPass
+
+NAME = "whisper-tiny.en"
+
+
+class WhisperFinals:
+    """The second pass named ``whisper-tiny.en`` in a model's metadata.
+
+    ``frames="teacher"``: Whisper's own encoder over each utterance's features (batched);
+    ``"student"``: the first pass's hidden frames go to the decoder directly (no encoder run).
+    ``tokens`` and ``encoder_frame_s`` are the first pass's: its characters and frame length, for the
+    forced alignment that gives Whisper's words their times."""
+
+    def __init__(
+        self,
+        tokens: TokenTable,
+        encoder_frame_s: float,
+        device: str = "auto",
+        threads: int = 0,
+        frames: str = "teacher",
+    ) -> None:
+        self.whisper = WhisperSecondPass(device, threads, SecondPassConfig(frames=frames))
+        self.name = f"{NAME} decoder ({frames} frames)"
+        self.needs_hidden = frames == "student"
+        self.max_frames = MAX_SEGMENT_FRAMES
+        self.final_times_ms: list[float] = []
+        self._char_table = {t: i for i, t in enumerate(tokens.symbols)}
+        self._frame_s = encoder_frame_s
+
+    @property
+    def provider(self) -> str:
+        return self.whisper.provider
+
+    def finalize(self, utterances: Sequence[ClosedUtterance]) -> list[Segment | None]:
+        t0 = time.perf_counter()
+        if self.needs_hidden:
+            frames = [u.hidden if u.hidden is not None else np.zeros((0, 0)) for u in utterances]
+            missing = [i for i, f in enumerate(frames) if f.size == 0]
+            for i, teacher in zip(missing, self.whisper.encode_batch([utterances[i].features for i in missing]),
+                                  strict=True):
+                frames[i] = teacher
+        else:
+            frames = self.whisper.encode_batch([u.features for u in utterances])
+        results = self.whisper.decode_batch(frames, [u.audio_s for u in utterances])
+        elapsed_ms = (time.perf_counter() - t0) * 1000.0
+        self.final_times_ms.extend([elapsed_ms] * len(utterances))
+        return [self._segment(u, r.text, r.token_ids) for u, r in zip(utterances, results, strict=True)]
+
+    def _segment(self, utterance: ClosedUtterance, text: str, token_ids: list[int]) -> Segment | None:
+        if not text:
+            return None
+        start_s = round(utterance.start_frame * self._frame_s, 6)
+        log_probs = utterance.log_probs
+        words = align_words(text.split(), log_probs, self._char_table, start_s,
+                            start_s + log_probs.shape[0] * self._frame_s, self._frame_s)
+        tokens: list[Token] = []
+        word_index = -1
+        for token_id in token_ids:
+            piece = self.whisper.tokenizer.decode([token_id])
+            if piece.startswith(" ") or word_index < 0:
+                word_index = min(word_index + 1, len(words) - 1)
+            tokens.append(Token(piece, words[max(0, word_index)].start, token_id))
+        return Segment(start=words[0].start, end=words[-1].end, text=text, words=words, tokens=tokens)
