@@ -3,7 +3,8 @@
 
 For each N in --clients, a fresh `streamcli serve` process is started on 127.0.0.1; N clients each
 stream a different dev file (its first --seconds) at 1x real time in 0.2 s messages, as a microphone
-would. Per message the client records send and answer time; the latency of a message that completes
+would, then send eof. Finals: the time from eof to the final result (p50/p95, and how many within 1 s),
+and each stream's finals compared with the same audio transcribed alone (word similarity = 1 - WER). Per message the client records send and answer time; the latency of a message that completes
 a window (the audio sent crosses a multiple of the hop) is its answer time minus its send time, i.e.
 the delay beyond T_wait. A stream keeps up when every answer came and its p95 of those latencies is
 under the hop. Server CPU seconds and peak RSS come from /proc.
@@ -61,21 +62,26 @@ def proc_stats(pid: int) -> tuple[float, float]:
     return cpu, hwm
 
 
-async def client(url: str, audio: np.ndarray, hop_s: float) -> dict:
+async def client(url: str, audio: np.ndarray, hop_s: float, delay_s: float = 0.0) -> dict:
     from websockets.asyncio.client import connect
     from websockets.exceptions import ConnectionClosed
 
+    await asyncio.sleep(delay_s)
     pcm = (np.clip(audio, -1, 1) * 32767).astype("<i2").tobytes()
     step = int(MESSAGE_S * 16000) * 2
     sends: list[float] = []
     answers: list[float] = []
+    finals: list[str] = []  # the text of every result message (finals), the last one after eof
     async with connect(url, open_timeout=60) as ws:
 
         async def reader() -> None:
             # One answer per message; the server closes after the final result.
             with contextlib.suppress(ConnectionClosed):
-                async for _message in ws:
+                async for message in ws:
                     answers.append(time.monotonic())
+                    data = json.loads(message)
+                    if "text" in data and data["text"]:
+                        finals.append(data["text"])
 
         task = asyncio.create_task(reader())
         start = time.monotonic()
@@ -98,10 +104,34 @@ async def client(url: str, audio: np.ndarray, hop_s: float) -> dict:
             lat.append((answers[k] - sends[k]) * 1000)
     complete = len(answers) >= len(sends)
     p95 = float(np.percentile(lat, 95)) if lat else float("inf")
-    return {"latencies_ms": lat, "complete": complete, "keeps_up": complete and p95 < hop_s * 1000}
+    eof_to_final_ms = (answers[-1] - sends[-1]) * 1000 if complete else None
+    return {"latencies_ms": lat, "complete": complete, "keeps_up": complete and p95 < hop_s * 1000,
+            "eof_to_final_ms": eof_to_final_ms, "text": " ".join(finals)}
 
 
-def run_server_load(n: int, files: list[np.ndarray], args: argparse.Namespace, hop_s: float) -> dict:
+def word_similarity(a: str, b: str) -> float:
+    """1 - word error rate of ``b`` against ``a`` after normalisation (1.0: the same words)."""
+    from streamcli.metrics import corpus_error_rates
+
+    if not a.split() and not b.split():
+        return 1.0
+    return max(0.0, 1.0 - corpus_error_rates([(a, b)]).wer)
+
+
+def texts_alone(files: list[np.ndarray], serve_args: list[str], threads: int) -> list[str]:
+    """Each file transcribed alone (the library, same model options): what every stream should get."""
+    from streamcli.families import create_recognizer
+    from streamcli.recognizer import RecognizerConfig
+    from streamcli.transcription import transcribe
+
+    rescore = False if "--no-rescore" in serve_args else None
+    rec = create_recognizer(RecognizerConfig(device="cpu", threads=threads, rescore=rescore))
+    return [" ".join(seg.text for seg in transcribe(f, rec, sample_rate=16000)[0]) for f in files]
+
+
+def run_server_load(
+    n: int, files: list[np.ndarray], args: argparse.Namespace, hop_s: float, reference: list[str]
+) -> dict:
     cmd = [
         sys.executable,
         "-m",
@@ -124,7 +154,10 @@ def run_server_load(n: int, files: list[np.ndarray], args: argparse.Namespace, h
         url = f"ws://127.0.0.1:{args.port}/"
 
         async def all_clients() -> list[dict]:
-            return await asyncio.gather(*(client(url, files[i % len(files)], hop_s) for i in range(n)))
+            # --stagger S spreads the starts (so the ends) over S seconds; 0: all eofs at once.
+            return await asyncio.gather(
+                *(client(url, files[i % len(files)], hop_s, args.stagger * i / max(1, n)) for i in range(n))
+            )
 
         t0 = time.monotonic()
         results = asyncio.run(all_clients())
@@ -134,10 +167,17 @@ def run_server_load(n: int, files: list[np.ndarray], args: argparse.Namespace, h
         server.terminate()
         server.wait(timeout=60)
     lat = [x for r in results for x in r["latencies_ms"]]
+    eof = [r["eof_to_final_ms"] if r["eof_to_final_ms"] is not None else float("inf") for r in results]
+    similar = [word_similarity(reference[i % len(reference)], r["text"]) for i, r in enumerate(results)]
     return {
         "clients": n,
         "mode": "serve (batched)",
         "keeping_up": sum(r["keeps_up"] for r in results),
+        "eof_to_final_p50_ms": round(float(np.percentile(eof, 50)), 1),
+        "eof_to_final_p95_ms": round(float(np.percentile(eof, 95)), 1),
+        "finals_within_1s": sum(e <= 1000 for e in eof),
+        "text_similarity_min": round(min(similar), 3),
+        "texts_at_least_0.95": sum(x >= 0.95 for x in similar),
         "latency_beyond_wait_p50_ms": round(float(np.percentile(lat, 50)), 1) if lat else None,
         "latency_beyond_wait_p95_ms": round(float(np.percentile(lat, 95)), 1) if lat else None,
         "server_cpu_s": round(cpu1 - cpu0, 1),
@@ -209,6 +249,8 @@ def main() -> int:
     ap.add_argument(
         "--hop-ms", type=float, default=None, help="the model's hop (default: read from the model)"
     )
+    ap.add_argument("--stagger", type=float, default=0.0,
+                    help="spread the client starts over this many seconds (0: every eof at once)")
     ap.add_argument("--compare-processes", default="", help="N values for the one-process-per-stream run")
     ap.add_argument("--json", type=Path)
     ap.add_argument(
@@ -224,8 +266,10 @@ def main() -> int:
     hop_s = args.hop_ms / 1000
     files = dev_files(args.data, args.seconds)
     rows = []
+    reference = texts_alone(files[: max(int(v) for v in args.clients.split(",") if v)], args.serve_args,
+                            args.threads)
     for n in [int(v) for v in args.clients.split(",") if v]:
-        row = run_server_load(n, files, args, hop_s)
+        row = run_server_load(n, files, args, hop_s, reference)
         print(json.dumps(row), flush=True)
         rows.append(row)
     for n in [int(v) for v in args.compare_processes.split(",") if v]:

@@ -121,6 +121,7 @@ class FinalsStats:
 
     batches: list[int] = field(default_factory=list)  # rows of each finalize() call
     latency_ms: list[float] = field(default_factory=list)  # submit -> result, per utterance
+    busy_s: float = 0.0  # time spent in finalize()
 
 
 class FinalsWorker:
@@ -184,6 +185,7 @@ class FinalsWorker:
                 cost = (done_s - started_s) / max(self._busy_audio_s, 0.1)
                 self._s_per_audio_s = cost if not self.stats.batches else 0.8 * self._s_per_audio_s + 0.2 * cost
                 self.stats.batches.append(len(jobs))
+                self.stats.busy_s += done_s - started_s
                 for job, segment in zip(jobs, segments, strict=True):
                     self.stats.latency_ms.append((done_s - job.submitted_s) * 1000.0)
                     job.future.set_result(segment)

@@ -441,6 +441,7 @@ class LiveTranscriber:
                     rolling.append(latency_ms)
                     self.summary.tokens += 1
                 if window.closed:
+                    driver.take_finals()  # a final already done is shown before the partial clears
                     closed()
             driver.take_finals()
 
@@ -518,8 +519,8 @@ class LiveTranscriber:
             driver.input_finished()
             decode_ready()
             driver.close_utterance()
-            closed()
             driver.take_finals(wait=True)
+            closed()
         except BaseException as exc:
             error = error or exc
         if recording is not None:

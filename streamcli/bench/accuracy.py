@@ -104,34 +104,54 @@ def measure_accuracy(
     return result
 
 
-def measure_second_pass(recognizer: Recognizer, audio: LoopedAudio, seconds: float,
+def measure_second_pass(recognizer: Recognizer, audio: LoopedAudio, seconds: float, streams: int = 1,
                         progress: ProgressFn = no_progress) -> SecondPass | None:
-    """Streams ``seconds`` of the bench audio through the two-pass recognizer (hop-sized blocks, as
-    fast as possible) and reads the time of every final: endpoint decision -> final text."""
-    from streamcli.transcription import transcribe
+    """``streams`` streams of ``seconds`` of the bench audio each, paced at 1x and batched into one
+    encoder call per hop (as serve runs them), their closed utterances finalized by the recognizer's
+    batched second-pass worker: endpoint decision -> final text per segment, and the worker's
+    throughput (segments per second of its own busy time)."""
+    from streamcli.recognizer import StreamDriver, decode_batch
 
-    times = recognizer.final_times_ms
-    if times is None:
+    worker = recognizer.finals_worker()
+    if worker is None:
         return None
-    start = len(times)
-    progress("second pass", 0, 1)
-    samples = audio.take(0, int(seconds * SAMPLE_RATE))
-    block_s = recognizer.info.shift_frames * FRAME_MS / 1000.0
-    segments, _ = transcribe(samples, recognizer, sample_rate=SAMPLE_RATE, block_s=block_s)
-    for _ in segments:
-        pass
-    progress("second pass", 1, 1)
-    finals = np.asarray(times[start:], dtype=float)
+    stats = worker.stats
+    first_latency, first_batch, busy_before = len(stats.latency_ms), len(stats.batches), stats.busy_s
+    drivers = [StreamDriver(recognizer.create_stream(), finals=worker) for _ in range(streams)]
+    readers = [audio.reader(k * 104729) for k in range(streams)]
+    hop = recognizer.info.shift_frames * SAMPLE_RATE * FRAME_MS // 1000
+    steps = max(1, int(seconds * SAMPLE_RATE) // hop)
+    label = f"second pass, {streams} stream{'s' if streams > 1 else ''}"
+    progress(label, 0, steps)
+    start = time.perf_counter()
+    for b in range(steps):
+        time.sleep(max(0.0, start + b * hop / SAMPLE_RATE - time.perf_counter()))
+        for d, r in zip(drivers, readers, strict=True):
+            d.stream.accept_waveform(SAMPLE_RATE, r.take(hop))
+        decode_batch(recognizer, drivers)
+        for d in drivers:
+            d.take_finals()
+        if b % 20 == 0:
+            progress(label, b, steps)
+    for d in drivers:
+        d.finish()
+    progress(label, steps, steps)
+    finals = np.asarray(stats.latency_ms[first_latency:], dtype=float)
     if finals.size == 0:
         return None
+    audio_s = streams * steps * hop / SAMPLE_RATE
+    busy_s = stats.busy_s - busy_before
     return SecondPass(
-        audio_seconds=samples.size / SAMPLE_RATE,
+        audio_seconds=audio_s,
         segments=int(finals.size),
         final_ms_p50=float(np.percentile(finals, 50)),
         final_ms_p95=float(np.percentile(finals, 95)),
         final_ms_max=float(finals.max()),
-        ms_per_segment_mean=float(finals.mean()),
-        ms_per_audio_s=float(finals.sum() / (samples.size / SAMPLE_RATE)),
+        ms_per_segment_mean=busy_s * 1000.0 / finals.size,
+        ms_per_audio_s=busy_s * 1000.0 / audio_s,
+        streams=streams,
+        segments_per_s=finals.size / busy_s if busy_s > 0 else 0.0,
+        batch_mean=float(np.mean(stats.batches[first_batch:])),
     )
 
 

@@ -40,7 +40,7 @@ class BenchConfig:
     streams: int = 1
     realtime_s: float = 10.0
     realtime_block_ms: float = 20.0
-    second_pass_s: float = 60.0  # audio streamed through the two-pass recognizer for final latency
+    second_pass_s: float = 30.0  # audio per stream, paced at 1x, through both passes for final latency
     audio: str | None = None
     data: str | None = None
     data_limit: int | None = None

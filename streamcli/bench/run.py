@@ -294,7 +294,8 @@ def measure_config(
         two_pass = _two_pass(config.model, device, config.threads, int(info.window_frames),
                              int(info.overlap_frames))
     if two_pass is not None and config.second_pass_s > 0:
-        result.second_pass = measure_second_pass(two_pass, audio, config.second_pass_s, progress)
+        result.second_pass = measure_second_pass(two_pass, audio, config.second_pass_s, config.streams,
+                                                 progress)
     if config.data is not None:
         if two_pass is not None:
             result.accuracy = measure_accuracy(two_pass, config.data, hop, config.data_limit, progress,

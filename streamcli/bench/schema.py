@@ -89,15 +89,19 @@ class Accuracy:
 
 @dataclass
 class SecondPass:
-    """Cost of the finals: time from the endpoint decision to the final text, per segment."""
+    """Cost of the finals: time from the endpoint decision to the final text, per segment, with
+    ``streams`` real-time streams sharing the batched second-pass worker."""
 
     audio_seconds: float
     segments: int
     final_ms_p50: float
     final_ms_p95: float
     final_ms_max: float
-    ms_per_segment_mean: float
+    ms_per_segment_mean: float  # worker busy time per segment (batched: shared by a batch's rows)
     ms_per_audio_s: float  # second-pass milliseconds per second of audio
+    streams: int = 1  # real-time streams whose finals shared the worker
+    segments_per_s: float = 0.0  # the worker's throughput: segments per second of its busy time
+    batch_mean: float = 1.0  # mean rows per batched second-pass call
 
 
 @dataclass

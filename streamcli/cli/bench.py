@@ -68,8 +68,10 @@ def _config_table(r: bench.ConfigResult) -> Table:
         sp = r.second_pass
         rows.append(
             (
-                f"final latency after the endpoint ({sp.segments} segments, {sp.audio_seconds:g} s)",
+                f"final latency after the endpoint ({sp.streams} x real time, {sp.segments} segments, "
+                f"{sp.audio_seconds:g} s)",
                 f"p50 {sp.final_ms_p50:.0f} / p95 {sp.final_ms_p95:.0f} / max {sp.final_ms_max:.0f} ms; "
+                f"second pass {sp.segments_per_s:.1f} segments/s (batch {sp.batch_mean:.1f}), "
                 f"{sp.ms_per_audio_s:.0f} ms per audio second",
             )
         )
@@ -295,8 +297,9 @@ def bench_command(
         10.0, "--realtime-seconds", help="Real-time paced run for emission latency (0 = skip)."
     ),
     second_pass_seconds: float = typer.Option(
-        60.0, "--second-pass-seconds", min=0.0,
-        help="Two-pass models: audio streamed through both passes to time the finals (0 = skip).",
+        30.0, "--second-pass-seconds", min=0.0,
+        help="Two-pass models: audio per stream (--streams of them, 1x) through both passes to time the "
+        "finals (0 = skip).",
     ),
     audio: Path | None = typer.Option(
         None, "--audio", help="Audio to time with (looped; default: test wavs)."
