@@ -21,7 +21,13 @@ import soundfile as sf
 import soxr
 
 from streamcli.features import compute_features
-from streamcli.whisper.second_pass import NO_TIMESTAMPS, SOT, WhisperSecondPass, whisper_window
+from streamcli.whisper.second_pass import (
+    NO_TIMESTAMPS,
+    SOT,
+    SecondPassConfig,
+    WhisperSecondPass,
+    whisper_window,
+)
 from streamcli.whisper.weights import package_model_dir
 
 
@@ -43,7 +49,7 @@ def main() -> int:
     ref_model = ctranslate2.models.Whisper(
         str(package_model_dir()), device="cpu", compute_type="float32", intra_threads=args.threads
     )
-    ours = WhisperSecondPass(device="cpu", threads=args.threads)
+    ours = WhisperSecondPass(device="cpu", threads=args.threads, config=SecondPassConfig(precision="float32"))
     with open(args.data, newline="", encoding="utf-8") as f:
         rows = list(csv.DictReader(f, delimiter="\t"))
     same = 0

@@ -86,7 +86,8 @@ def load_audio_16k(path: Path):
 
 def decode_with_model(rows: list[ManifestRow], model: str, *, device: str, threads: int,
                       window_frames: int | None, overlap_frames: int | None, rescore: bool | None,
-                      second_pass_frames: str = "teacher") -> tuple[dict[str, str], dict[str, object]]:
+                      second_pass_frames: str = "teacher", second_pass_precision: str = "auto"
+                      ) -> tuple[dict[str, str], dict[str, object]]:
     """Hypotheses by id (every file through streamcli.transcription.transcribe, endpoints included, as a
     user's `streamcli transcribe` would), plus facts about the run (provider, RTF, second-pass cost)."""
     import numpy as np
@@ -97,7 +98,8 @@ def decode_with_model(rows: list[ManifestRow], model: str, *, device: str, threa
 
     recognizer = create_recognizer(RecognizerConfig(
         model=model, device=device, threads=threads, window_frames=window_frames,
-        overlap_frames=overlap_frames, rescore=rescore, second_pass_frames=second_pass_frames))
+        overlap_frames=overlap_frames, rescore=rescore, second_pass_frames=second_pass_frames,
+        second_pass_precision=second_pass_precision))
     hypotheses: dict[str, str] = {}
     audio_s = 0.0
     chunk_ms: list[float] = []
@@ -182,6 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rescore", action=argparse.BooleanOptionalAction, default=None,
                         help="second pass on/off (default: on where the model has one)")
     parser.add_argument("--second-pass-frames", default="teacher", help="teacher | student")
+    parser.add_argument("--second-pass-precision", default="auto", help="auto | int8 | float32")
     parser.add_argument("--window", type=int, default=None, help="window frames W (wctc models)")
     parser.add_argument("--overlap", type=int, default=None, help="overlap frames O (wctc models)")
     parser.add_argument("--out-tsv", type=Path, default=None, help="per-utterance details")
@@ -199,7 +202,8 @@ def main(argv: list[str] | None = None) -> int:
         else:
             hypotheses, facts = decode_with_model(
                 rows, args.model, device=args.device, threads=args.threads, window_frames=args.window,
-                overlap_frames=args.overlap, rescore=args.rescore, second_pass_frames=args.second_pass_frames)
+                overlap_frames=args.overlap, rescore=args.rescore, second_pass_frames=args.second_pass_frames,
+                second_pass_precision=args.second_pass_precision)
         rates = score(rows, hypotheses)
         subsets: dict[str, list[ManifestRow]] = {}
         root = subset_root(rows, args.data)

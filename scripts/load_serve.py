@@ -4,7 +4,8 @@
 For each N in --clients, a fresh `streamcli serve` process is started on 127.0.0.1; N clients each
 stream a different dev file (its first --seconds) at 1x real time in 0.2 s messages, as a microphone
 would, then send eof. Finals: the time from eof to the final result (p50/p95, and how many within 1 s),
-and each stream's finals compared with the same audio transcribed alone (word similarity = 1 - WER). Per message the client records send and answer time; the latency of a message that completes
+and each stream's finals compared with the same audio transcribed alone (word similarity = 1 - WER).
+Per message the client records send and answer time; the latency of a message that completes
 a window (the audio sent crosses a multiple of the hop) is its answer time minus its send time, i.e.
 the delay beyond T_wait. A stream keeps up when every answer came and its p95 of those latencies is
 under the hop. Server CPU seconds and peak RSS come from /proc.

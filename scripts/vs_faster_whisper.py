@@ -95,7 +95,8 @@ def main() -> None:
         wav = Path(tmp) / "long.wav"
         ref, duration, utterances = build_file(args.data, args.seconds, wav)
         ours_cmd = [sys.executable, "-m", "streamcli", "transcribe", str(wav), "--threads", str(args.threads)]
-        peer_cmd = [sys.executable, __file__, "--run-faster-whisper", str(wav), "--threads", str(args.threads)]
+        peer_cmd = [sys.executable, __file__, "--run-faster-whisper", str(wav),
+                    "--threads", str(args.threads)]
         timed(ours_cmd)  # warm-up: the Whisper conversion cache, the page cache
         timed(peer_cmd)
         ours_s, peer_s, texts = [], [], {}

@@ -159,6 +159,13 @@ class FinalsWorker:
         with self._cond:
             return len(self._queue) + self._busy_rows
 
+    @property
+    def seconds_per_audio_s(self) -> float:
+        """Measured cost of finalizing one second of audio (moving average; 0 before the first batch).
+        A real-time stream closes at most one second of audio per second, so the worker keeps up with
+        about 1 / this many streams."""
+        return self._s_per_audio_s
+
     def expected_wait_s(self) -> float:
         """Seconds a final submitted now would wait: the audio queued or in flight times the measured
         cost per audio second (a moving average of recent batches; 0 before the first)."""
@@ -183,7 +190,8 @@ class FinalsWorker:
             else:
                 done_s = time.perf_counter()
                 cost = (done_s - started_s) / max(self._busy_audio_s, 0.1)
-                self._s_per_audio_s = cost if not self.stats.batches else 0.8 * self._s_per_audio_s + 0.2 * cost
+                first = not self.stats.batches
+                self._s_per_audio_s = cost if first else 0.8 * self._s_per_audio_s + 0.2 * cost
                 self.stats.batches.append(len(jobs))
                 self.stats.busy_s += done_s - started_s
                 for job, segment in zip(jobs, segments, strict=True):

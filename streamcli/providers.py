@@ -70,6 +70,10 @@ def session_options(threads: int) -> ort.SessionOptions:
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     opts.log_severity_level = 3
+    # Idle pool threads sleep instead of spinning: the first pass and the second-pass worker run on
+    # their own threads at once, and spinning threads took the cores the other needed (a 5-minute file:
+    # 12.4 s -> 10.8 s of wall time on 2 cores).
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return opts
 
 

@@ -40,8 +40,8 @@ from __future__ import annotations
 
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator, Sequence
 from collections import deque
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -108,6 +108,7 @@ class RecognizerConfig:
     overlap_frames: int | None = None  # wctc: overlap O in 10 ms frames (None = model default)
     rescore: bool | None = None  # second pass at endpoints (None = on where the model has one)
     second_pass_frames: str = "teacher"  # teacher (full-context Whisper encoder) | student
+    second_pass_precision: str = "auto"  # auto (int8 on CPU, float32 on CUDA) | int8 | float32
     endpoint: EndpointConfig = field(default_factory=EndpointConfig)
 
     def validate(self) -> RecognizerConfig:
@@ -122,6 +123,10 @@ class RecognizerConfig:
         if self.second_pass_frames not in ("teacher", "student"):
             raise ValueError(
                 f"second_pass_frames must be teacher or student, got {self.second_pass_frames!r}"
+            )
+        if self.second_pass_precision not in ("auto", "int8", "float32"):
+            raise ValueError(
+                f"second_pass_precision must be auto, int8 or float32, got {self.second_pass_precision!r}"
             )
         for name in ("window_frames", "overlap_frames"):
             value = getattr(self, name)

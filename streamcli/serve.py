@@ -13,7 +13,9 @@ Protocol (vosk-server's WebSocket API, so Vosk clients work unchanged):
 Finals: an utterance an endpoint closes goes to the recognizer's batched second-pass worker
 (:mod:`streamcli.finals`); the tick goes on with every stream's first pass, and each session's finals
 are answered in order as soon as they are ready. While a final closed now would wait longer than
-``max_final_wait_s``, new connections are refused with 1013 so the open streams keep their latency.
+``max_final_wait_s``, or while one more real-time stream would need more second pass than the worker's
+measured cost allows (1 / seconds per audio second), new connections are refused with 1013 so the open
+streams keep their latency.
 
 Errors (malformed JSON, a bad sample rate, text where audio was expected, a message over the size
 limit, too many streams, a wrong token, an idle connection) get ``{"error": "..."}`` where a reply is
@@ -137,6 +139,11 @@ class Scheduler:
     def final_wait_s(self) -> float:
         """How long a final closed now would wait for the second pass (0 without one)."""
         return self.finals.expected_wait_s() if self.finals is not None else 0.0
+
+    def finals_capacity(self) -> float:
+        """Real-time streams the second pass keeps up with at its measured cost (inf: unmeasured)."""
+        cost = self.finals.seconds_per_audio_s if self.finals is not None else 0.0
+        return 1.0 / cost if cost > 0 else float("inf")
 
     def start(self) -> None:
         self._thread.start()
@@ -305,11 +312,16 @@ class Server:
         if self.scheduler.active >= self.config.max_streams:
             await fail(f"server busy: {self.config.max_streams} streams already open (--max-streams)", 1013)
             return
+        # Refuse newcomers before the streams already open see their finals degrade: when finals are
+        # behind now, or when one more stream would need more second pass than the worker has.
         wait_s = self.scheduler.final_wait_s()
         if wait_s > self.config.max_final_wait_s:
-            # Refuse newcomers before the streams already open see their finals degrade further.
             await fail(f"server busy: finals {wait_s:.1f} s behind (--max-final-wait "
                        f"{self.config.max_final_wait_s:g} s)", 1013)
+            return
+        capacity = self.scheduler.finals_capacity()
+        if self.scheduler.active + 1 > capacity:
+            await fail(f"server busy: the second pass keeps up with {capacity:.0f} real-time streams", 1013)
             return
         rate = 16000
         session: _Session | None = None

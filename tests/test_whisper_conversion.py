@@ -16,7 +16,13 @@ from paths import DEV
 
 from streamcli.errors import ModelError
 from streamcli.features import compute_features
-from streamcli.whisper.second_pass import NO_TIMESTAMPS, SOT, WhisperSecondPass, whisper_window
+from streamcli.whisper.second_pass import (
+    NO_TIMESTAMPS,
+    SOT,
+    SecondPassConfig,
+    WhisperSecondPass,
+    whisper_window,
+)
 from streamcli.whisper.weights import dims_of, load_tiny_en, package_model_dir, read_ct2, verify_source
 
 ctranslate2 = pytest.importorskip("ctranslate2")
@@ -46,7 +52,7 @@ def ct2_model():
 
 @pytest.fixture(scope="module")
 def second_pass() -> WhisperSecondPass:
-    return WhisperSecondPass(device="cpu", threads=2)
+    return WhisperSecondPass(device="cpu", threads=2, config=SecondPassConfig(precision="float32"))
 
 
 def test_reader_sees_the_whole_model():

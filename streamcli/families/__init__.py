@@ -90,7 +90,9 @@ def create_recognizer(config: RecognizerConfig | None = None, **overrides: Any) 
     return recognizer
 
 
-def create_second_pass(name: str, folder: Path, config: RecognizerConfig, first_pass: Recognizer) -> SecondPass:
+def create_second_pass(
+    name: str, folder: Path, config: RecognizerConfig, first_pass: Recognizer
+) -> SecondPass:
     """The second pass a model's metadata names (``second_pass``), for that first pass."""
     if name != "whisper-tiny.en":
         raise ModelError(f"{folder}: unknown second pass {name!r}")
@@ -100,4 +102,5 @@ def create_second_pass(name: str, folder: Path, config: RecognizerConfig, first_
 
     info = first_pass.info
     return WhisperFinals(first_pass.tokens, info.subsampling * info.frame_shift_ms / 1000.0,
-                         config.device, config.threads, frames=config.second_pass_frames)
+                         config.device, config.threads, frames=config.second_pass_frames,
+                         precision=config.second_pass_precision)

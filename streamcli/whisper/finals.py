@@ -32,9 +32,11 @@ class WhisperFinals:
         device: str = "auto",
         threads: int = 0,
         frames: str = "teacher",
+        precision: str = "auto",
     ) -> None:
-        self.whisper = WhisperSecondPass(device, threads, SecondPassConfig(frames=frames))
-        self.name = f"{NAME} decoder ({frames} frames)"
+        config = SecondPassConfig(frames=frames, precision=precision)
+        self.whisper = WhisperSecondPass(device, threads, config)
+        self.name = f"{NAME} decoder ({frames} frames, {self.whisper.precision})"
         self.needs_hidden = frames == "student"
         self.max_frames = MAX_SEGMENT_FRAMES
         self.final_times_ms: list[float] = []
@@ -50,8 +52,8 @@ class WhisperFinals:
         if self.needs_hidden:
             frames = [u.hidden if u.hidden is not None else np.zeros((0, 0)) for u in utterances]
             missing = [i for i, f in enumerate(frames) if f.size == 0]
-            for i, teacher in zip(missing, self.whisper.encode_batch([utterances[i].features for i in missing]),
-                                  strict=True):
+            teachers = self.whisper.encode_batch([utterances[i].features for i in missing])
+            for i, teacher in zip(missing, teachers, strict=True):
                 frames[i] = teacher
         else:
             frames = self.whisper.encode_batch([u.features for u in utterances])

@@ -9,12 +9,13 @@ and ``mel_frames`` (N,) int64, each row's own even length (the rest of the row z
 lengths the two convolutions see exactly what they see unbatched, so every row's valid frames equal
 its own unbatched run: segments of different lengths share one call.
 
-``whisper-cross-kv.onnx``: ``encoder_out`` -> for every decoder layer, the cross-attention
-keys/values of those frames ``cross_key`` / ``cross_value`` (L, N, S, 384): computed once per segment.
+``whisper-cross-kv.onnx``: ``encoder_out`` -> for every decoder layer i, the cross-attention
+keys/values of those frames, computed once per segment and already split into heads:
+``cross_key_i`` (N, H, 64, S) and ``cross_value_i`` (N, H, S, 64).
 
 ``whisper-decoder.onnx``: ``tokens`` (N, n) int64, the self-attention cache ``self_key`` /
-``self_value`` (L, N, P, 384) of the P tokens so far (P = 0 at the start), ``cross_key`` /
-``cross_value``, ``cross_frames`` (N,) int64 (each row's valid encoder frames; cross-attention
+``self_value`` (L, N, P, 384) of the P tokens so far (P = 0 at the start), the ``cross_key_i`` /
+``cross_value_i``, ``cross_frames`` (N,) int64 (each row's valid encoder frames; cross-attention
 ignores the rest) -> ``logits`` (N, vocab) of the last new token and the grown caches ``new_self_key``
 / ``new_self_value`` (L, N, P + n, 384). New token j sits at position P + j and sees positions <= P + j.
 All rows advance together (one token each per call); a row that ended is dropped by the caller.
@@ -92,8 +93,16 @@ class _Graph:
 
     def attention(self, q: str, k: str, v: str, num_heads: int, d_model: int, mask: str | None = None) -> str:
         hd = d_model // num_heads
-        qh, kh, vh = (self.heads(t, num_heads, hd) for t in (q, k, v))
-        scores = self.op("MatMul", qh, self.op("Transpose", kh, perm=[0, 1, 3, 2]))
+        kh_t = self.op("Transpose", self.heads(k, num_heads, hd), perm=[0, 1, 3, 2])
+        return self.attention_heads(q, kh_t, self.heads(v, num_heads, hd), num_heads, d_model, mask)
+
+    def attention_heads(
+        self, q: str, kh_t: str, vh: str, num_heads: int, d_model: int, mask: str | None = None
+    ) -> str:
+        """Attention with keys already as (N, H, hd, S) and values as (N, H, S, hd)."""
+        hd = d_model // num_heads
+        qh = self.heads(q, num_heads, hd)
+        scores = self.op("MatMul", qh, kh_t)
         scores = self.op("Mul", scores, self.const(np.float32(1.0 / math.sqrt(hd))))
         if mask is not None:
             scores = self.op("Add", scores, mask)
@@ -101,13 +110,15 @@ class _Graph:
         ctx = self.op("Transpose", ctx, perm=[0, 2, 1, 3])
         return self.op("Reshape", ctx, self.const(np.array([0, 0, d_model], np.int64)))
 
-    def key_padding_mask(self, keys: str, valid: str) -> str:
+    def key_padding_mask(self, keys: str, valid: str, axis: int = 1) -> str:
         """(N, 1, 1, S) additive mask from ``valid`` (N,) int64: key positions >= valid -> -1e9.
 
-        ``keys`` is any tensor whose axis 1 has the S key positions. -1e9 (not -inf) keeps a row with
+        ``keys`` is any tensor whose ``axis`` has the S key positions. -1e9 (not -inf) keeps a row with
         no valid key finite; its softmax weights on padding underflow to exactly 0."""
         i64 = lambda v: self.const(np.array(v, np.int64))  # noqa: E731
-        size = self.op("Squeeze", self.op("Slice", self.op("Shape", keys), i64([1]), i64([2])), i64([0]))
+        size = self.op(
+            "Squeeze", self.op("Slice", self.op("Shape", keys), i64([axis]), i64([axis + 1])), i64([0])
+        )
         positions = self.op("Unsqueeze", self.op("Range", i64(0), size, i64(1)), i64([0]))  # (1, S)
         padded = self.op("GreaterOrEqual", positions, self.op("Unsqueeze", valid, i64([1])))  # (N, S)
         mask = self.op("Where", padded, self.const(np.float32(-1e9)), self.const(np.float32(0.0)))
@@ -223,9 +234,9 @@ def build_cross_kv(w: dict[str, np.ndarray]):  # noqa: ANN201
     dims = dims_of(w)
     g = _Graph()
     h = g.helper
-    d, layers = dims.d_model, dims.decoder_layers
+    d, layers, heads = dims.d_model, dims.decoder_layers, dims.num_heads
+    hd = d // heads
     enc = "encoder_out"
-    keys, values = [], []
     for i in range(layers):
         p = f"decoder/layer_{i}/attention/linear_1"
         k, v = g.op(
@@ -235,23 +246,27 @@ def build_cross_kv(w: dict[str, np.ndarray]):  # noqa: ANN201
             axis=-1,
             outputs=2,
         )
-        axis0 = g.const(np.array([0], np.int64))
-        keys.append(g.op("Unsqueeze", k, axis0))
-        values.append(g.op("Unsqueeze", v, axis0))
-    g.op("Concat", *keys, axis=0, out_names=["cross_key"])
-    g.op("Concat", *values, axis=0, out_names=["cross_value"])
+        # Arranged per head once here, so no decoder step moves them: keys (N, H, hd, S), values
+        # (N, H, S, hd), one tensor per layer (re-arranging or slicing them at every step cost more
+        # than the attention itself).
+        g.op("Transpose", g.heads(k, heads, hd), perm=[0, 1, 3, 2], out_names=[f"cross_key_{i}"])
+        g.op("Identity", g.heads(v, heads, hd), out_names=[f"cross_value_{i}"])
     f = TensorProto.FLOAT
     return g.model(
         [h.make_tensor_value_info("encoder_out", f, ["N", "S", d])],
         [
-            h.make_tensor_value_info("cross_key", f, [layers, "N", "S", d]),
-            h.make_tensor_value_info("cross_value", f, [layers, "N", "S", d]),
+            info
+            for i in range(layers)
+            for info in (
+                h.make_tensor_value_info(f"cross_key_{i}", f, ["N", heads, hd, "S"]),
+                h.make_tensor_value_info(f"cross_value_{i}", f, ["N", heads, "S", hd]),
+            )
         ],
         {"model_type": "whisper-cross-kv", "num_layers": str(layers)},
     )
 
 
-def build_decoder(w: dict[str, np.ndarray]):  # noqa: ANN201
+def build_decoder(w: dict[str, np.ndarray], untied_projection: bool = False):  # noqa: ANN201
     from onnx import TensorProto  # noqa: PLC0415
 
     dims = dims_of(w)
@@ -271,7 +286,7 @@ def build_decoder(w: dict[str, np.ndarray]):  # noqa: ANN201
     qpos = g.op("Range", g.op("Squeeze", past, i64([0])), g.op("Squeeze", total, i64([0])), i64(1))
     future = g.op("Greater", g.op("Unsqueeze", kpos, i64([0])), g.op("Unsqueeze", qpos, i64([1])))
     mask = g.op("Where", future, g.const(np.float32(-1e9)), g.const(np.float32(0.0)))
-    cross_mask = g.key_padding_mask(g.op("Gather", "cross_key", i64(0), axis=0), "cross_frames")
+    cross_mask = g.key_padding_mask("cross_value_0", "cross_frames", axis=2)
     new_keys, new_values = [], []
     for i in range(layers):
         p = f"decoder/layer_{i}"
@@ -298,10 +313,10 @@ def build_decoder(w: dict[str, np.ndarray]):  # noqa: ANN201
         )
         hn = g.layer_norm(x, w[f"{p}/attention/layer_norm/gamma"], w[f"{p}/attention/layer_norm/beta"])
         q = g.linear(hn, w[f"{p}/attention/linear_0/weight"], w[f"{p}/attention/linear_0/bias"])
-        att = g.attention(
+        att = g.attention_heads(
             q,
-            g.op("Gather", "cross_key", layer, axis=0),
-            g.op("Gather", "cross_value", layer, axis=0),
+            f"cross_key_{i}",
+            f"cross_value_{i}",
             heads,
             d,
             cross_mask,
@@ -314,8 +329,13 @@ def build_decoder(w: dict[str, np.ndarray]):  # noqa: ANN201
     g.op("Concat", *new_values, axis=0, out_names=["new_self_value"])
     last = g.op("Squeeze", g.op("Slice", x, i64([-1]), i64([np.iinfo(np.int64).max]), i64([1])), i64([1]))
     last = g.layer_norm(last, w["decoder/layer_norm/gamma"], w["decoder/layer_norm/beta"])
-    # Tied output projection: the same (vocab, d) table as the token embedding, shared initializer.
-    g.op("Gemm", last, "embedding_" + _suffix(g, "embedding"), transB=1, out_names=["logits"])
+    if untied_projection:
+        # Its own (d, vocab) copy as a MatMul, so weight quantization can reach the output projection
+        # (the largest weight read per token) while the embedding lookup stays float.
+        g.op("MatMul", last, g.const(np.ascontiguousarray(emb.T), "projection"), out_names=["logits"])
+    else:
+        # Tied output projection: the same (vocab, d) table as the token embedding, shared initializer.
+        g.op("Gemm", last, "embedding_" + _suffix(g, "embedding"), transB=1, out_names=["logits"])
     f = TensorProto.FLOAT
     cache = [layers, "N", "P", d]
     return g.model(
@@ -323,8 +343,14 @@ def build_decoder(w: dict[str, np.ndarray]):  # noqa: ANN201
             h.make_tensor_value_info("tokens", TensorProto.INT64, ["N", "n"]),
             h.make_tensor_value_info("self_key", f, cache),
             h.make_tensor_value_info("self_value", f, cache),
-            h.make_tensor_value_info("cross_key", f, [layers, "N", "S", d]),
-            h.make_tensor_value_info("cross_value", f, [layers, "N", "S", d]),
+            *(
+                info
+                for i in range(layers)
+                for info in (
+                    h.make_tensor_value_info(f"cross_key_{i}", f, ["N", heads, d // heads, "S"]),
+                    h.make_tensor_value_info(f"cross_value_{i}", f, ["N", heads, "S", d // heads]),
+                )
+            ),
             h.make_tensor_value_info("cross_frames", TensorProto.INT64, ["N"]),
         ],
         [
@@ -349,6 +375,31 @@ def _suffix(g: _Graph, hint: str) -> str:
         if init.name.startswith(hint + "_"):
             return init.name.split("_")[-1]
     raise KeyError(hint)
+
+
+def quantize_int8(model, path: Path) -> None:  # noqa: ANN001 (an onnx.ModelProto)
+    """Writes ``model`` with every MatMul's weights as int8 (blocks of 32, symmetric), atomically.
+
+    ONNX Runtime's MatMulNBits at accuracy level 4 quantizes each activation row on its own, so a row
+    gives the same result in any batch (dynamic quantization of the whole input would not: a row's
+    text would depend on what it was batched with)."""
+    import logging  # noqa: PLC0415
+
+    from onnxruntime.quantization.matmul_nbits_quantizer import (  # noqa: PLC0415
+        DefaultWeightOnlyQuantConfig,
+        MatMulNBitsQuantizer,
+    )
+
+    logger = logging.getLogger("onnxruntime.quantization.matmul_nbits_quantizer")
+    level = logger.level
+    logger.setLevel(logging.WARNING)  # it reports every MatMul at INFO
+    try:
+        config = DefaultWeightOnlyQuantConfig(block_size=32, is_symmetric=True, accuracy_level=4, bits=8)
+        quantizer = MatMulNBitsQuantizer(model, algo_config=config)
+        quantizer.process()
+    finally:
+        logger.setLevel(level)
+    save_model(quantizer.model.model, path)
 
 
 def save_model(model, path: Path) -> None:  # noqa: ANN001
