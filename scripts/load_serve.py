@@ -64,23 +64,39 @@ def proc_stats(pid: int) -> tuple[float, float]:
 
 
 async def client(url: str, audio: np.ndarray, hop_s: float, delay_s: float = 0.0) -> dict:
-    from websockets.asyncio.client import connect
+    """One real-time stream; a stream the server refuses (1013 at capacity) is reported as refused."""
     from websockets.exceptions import ConnectionClosed
 
     await asyncio.sleep(delay_s)
+    try:
+        return await _stream(url, audio, hop_s)
+    except ConnectionClosed as e:
+        if e.rcvd is not None and e.rcvd.code == 1013:
+            return {"refused": True, "reason": e.rcvd.reason}
+        raise
+
+
+async def _stream(url: str, audio: np.ndarray, hop_s: float) -> dict:
+    from websockets.asyncio.client import connect
+    from websockets.exceptions import ConnectionClosed
+
     pcm = (np.clip(audio, -1, 1) * 32767).astype("<i2").tobytes()
     step = int(MESSAGE_S * 16000) * 2
     sends: list[float] = []
     answers: list[float] = []
     finals: list[str] = []  # the text of every result message (finals), the last one after eof
+    refused: list[str] = []
     async with connect(url, open_timeout=60) as ws:
 
         async def reader() -> None:
             # One answer per message; the server closes after the final result.
             with contextlib.suppress(ConnectionClosed):
                 async for message in ws:
-                    answers.append(time.monotonic())
                     data = json.loads(message)
+                    if "error" in data:
+                        refused.append(data["error"])
+                        return
+                    answers.append(time.monotonic())
                     if "text" in data and data["text"]:
                         finals.append(data["text"])
 
@@ -97,6 +113,8 @@ async def client(url: str, audio: np.ndarray, hop_s: float, delay_s: float = 0.0
             await asyncio.wait_for(task, timeout=60)
         except TimeoutError:
             task.cancel()
+    if refused:
+        return {"refused": True, "reason": refused[0]}
     lat = []
     hop_bytes = hop_s * 16000 * 2
     for k in range(min(len(sends) - 1, len(answers))):
@@ -167,13 +185,18 @@ def run_server_load(
     finally:
         server.terminate()
         server.wait(timeout=60)
-    lat = [x for r in results for x in r["latencies_ms"]]
-    eof = [r["eof_to_final_ms"] if r["eof_to_final_ms"] is not None else float("inf") for r in results]
-    similar = [word_similarity(reference[i % len(reference)], r["text"]) for i, r in enumerate(results)]
+    refused = [r for r in results if r.get("refused")]
+    served = [(i, r) for i, r in enumerate(results) if not r.get("refused")]
+    lat = [x for _, r in served for x in r["latencies_ms"]]
+    eof = [r["eof_to_final_ms"] if r["eof_to_final_ms"] is not None else float("inf") for _, r in served]
+    similar = [word_similarity(reference[i % len(reference)], r["text"]) for i, r in served] or [0.0]
+    eof = eof or [float("inf")]
     return {
         "clients": n,
         "mode": "serve (batched)",
-        "keeping_up": sum(r["keeps_up"] for r in results),
+        "refused": len(refused),
+        "refused_reason": refused[0]["reason"] if refused else None,
+        "keeping_up": sum(r["keeps_up"] for _, r in served),
         "eof_to_final_p50_ms": round(float(np.percentile(eof, 50)), 1),
         "eof_to_final_p95_ms": round(float(np.percentile(eof, 95)), 1),
         "finals_within_1s": sum(e <= 1000 for e in eof),

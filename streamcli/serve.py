@@ -52,6 +52,10 @@ DEFAULT_PORT = 2700
 MAX_MESSAGE_BYTES = 1 << 20  # 1 MiB: 32 s of 16 kHz PCM in one message is plenty
 MAX_SAMPLE_RATE = 192_000
 PAGE = Path(__file__).with_name("serve_page.html")
+# Share of the second-pass worker's time the admitted streams may need (finals_capacity). Measured with
+# scripts/load_serve.py --stagger 20 (2 cores): at a cost of ~0.02 s per audio second, 16 streams had
+# every final within 1 s of eof (p95 0.56 s), 32 (0.64 of the worker) p95 1.9 s, 47 p95 4.5 s.
+FINALS_UTILIZATION = 0.5
 
 
 @dataclass
@@ -141,9 +145,10 @@ class Scheduler:
         return self.finals.expected_wait_s() if self.finals is not None else 0.0
 
     def finals_capacity(self) -> float:
-        """Real-time streams the second pass keeps up with at its measured cost (inf: unmeasured)."""
+        """Real-time streams the second pass keeps up with at its measured cost (inf: unmeasured), at
+        FINALS_UTILIZATION of the worker: a queue served near 100 % busy waits without bound."""
         cost = self.finals.seconds_per_audio_s if self.finals is not None else 0.0
-        return 1.0 / cost if cost > 0 else float("inf")
+        return FINALS_UTILIZATION / cost if cost > 0 else float("inf")
 
     def start(self) -> None:
         self._thread.start()
@@ -280,6 +285,7 @@ class Server:
         self.on_ready = on_ready
         self.port: int | None = None
         self._stopping: asyncio.Event | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     # ----- HTTP: the captions page -------------------------------------------------------------------
     def _process_request(self, connection: Any, request: Any) -> Any:
@@ -321,7 +327,7 @@ class Server:
             return
         capacity = self.scheduler.finals_capacity()
         if self.scheduler.active + 1 > capacity:
-            await fail(f"server busy: the second pass keeps up with {capacity:.0f} real-time streams", 1013)
+            await fail(f"server busy: the second pass keeps up with {int(capacity)} real-time streams", 1013)
             return
         rate = 16000
         session: _Session | None = None
@@ -395,6 +401,7 @@ class Server:
 
         self._stopping = asyncio.Event()
         loop = asyncio.get_running_loop()
+        self._loop = loop
         for sig in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
                 loop.add_signal_handler(sig, self._stopping.set)
@@ -418,8 +425,10 @@ class Server:
         self.scheduler.stop()
 
     def stop(self) -> None:
-        if self._stopping is not None:
-            self._stopping.set()
+        """Graceful stop; callable from any thread (an asyncio.Event set from another thread would not
+        wake the loop: the server ran on until something else woke it)."""
+        if self._stopping is not None and self._loop is not None:
+            self._loop.call_soon_threadsafe(self._stopping.set)
 
     def run(self) -> None:
         asyncio.run(self.serve())

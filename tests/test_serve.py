@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
-import time
 import urllib.request
 from pathlib import Path
 
@@ -13,10 +12,10 @@ import numpy as np
 import pytest
 import soundfile as sf
 from paths import DEV, REPO
+from serve_helpers import Running
 
 from streamcli.families import create_recognizer
 from streamcli.recognizer import RecognizerConfig
-from streamcli.serve import ServeConfig, Server
 from streamcli.transcription import transcribe
 
 websockets = pytest.importorskip("websockets")
@@ -25,23 +24,6 @@ from websockets.asyncio.client import connect  # noqa: E402
 SMALL_MODEL = REPO / "models" / "streamcli-wctc-en-small"
 FILE_A = DEV / "librispeech/test-clean/1089/1089-134686-0000.flac"
 FILE_B = DEV / "librispeech/test-other/1688/1688-142285-0000.flac"
-
-
-class Running:
-    def __init__(self, recognizer, **config) -> None:
-        ports: list[int] = []
-        self.server = Server(recognizer, ServeConfig(port=0, **config), on_ready=ports.append)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-        self.thread.start()
-        deadline = time.monotonic() + 30
-        while not ports and time.monotonic() < deadline:
-            time.sleep(0.02)
-        self.url = f"ws://127.0.0.1:{ports[0]}/"
-        self.http = f"http://127.0.0.1:{ports[0]}/"
-
-    def stop(self) -> None:
-        self.server.stop()
-        self.thread.join(timeout=30)
 
 
 @pytest.fixture(scope="module")

@@ -49,6 +49,9 @@ SILENCE_LOG_MEL = -10.0  # log10(1e-10): what zero samples give
 # A batch of segments of different lengths shares one encoder call while the padding it adds stays
 # under this share of the real frames (the attention cost of padding is paid, its output discarded).
 ENCODER_PAD_SHARE = 0.25
+# At most this many mel frames (rows x longest row) per encoder call: the attention scores of a call
+# take ~30 MB per 20 s row and layer, and onnxruntime keeps its peak arena (16 rows of 20 s: 2.4 GB RSS).
+ENCODER_MAX_MEL_FRAMES = 4 * MAX_SEGMENT_FRAMES
 
 
 def bytes_to_unicode() -> dict[int, str]:
@@ -251,7 +254,8 @@ class WhisperSecondPass:
 
     def encode_batch(self, log_mels: list[np.ndarray]) -> list[np.ndarray]:
         """Segments' (T, 80) log10 mel -> (S, d) teacher frames each. Segments of similar length share
-        an encoder call (longest first; a row joins while padding stays under ``ENCODER_PAD_SHARE``)."""
+        an encoder call (longest first; a row joins while padding stays under ``ENCODER_PAD_SHARE`` and
+        the call under ``ENCODER_MAX_MEL_FRAMES``)."""
         mels = [self.segment_mel(m) for m in log_mels]
         order = sorted(range(len(mels)), key=lambda i: -mels[i].shape[1])
         out: list[np.ndarray | None] = [None] * len(mels)
@@ -260,7 +264,8 @@ class WhisperSecondPass:
             if i is not None and group:
                 longest = mels[group[0]].shape[1]
                 used = sum(mels[j].shape[1] for j in group) + mels[i].shape[1]
-                if longest * (len(group) + 1) <= used * (1.0 + ENCODER_PAD_SHARE):
+                padded = longest * (len(group) + 1)
+                if padded <= used * (1.0 + ENCODER_PAD_SHARE) and padded <= ENCODER_MAX_MEL_FRAMES:
                     group.append(i)
                     continue
             if group:
