@@ -29,7 +29,8 @@ from pathlib import Path
 
 import numpy as np
 import soundfile as sf
-import soxr
+
+from streamcli.audio import read_audio
 
 REPO = Path(__file__).resolve().parent.parent
 DEV_TSV = REPO.parent / "shared" / "data" / "dev" / "dev.tsv"
@@ -45,10 +46,7 @@ def build_file(manifest: Path, seconds: float, out: Path) -> tuple[str, float, i
     for r in rows:
         if total >= seconds:
             break
-        audio, rate = sf.read(str(manifest.parent / r["path"]), dtype="float32", always_2d=True)
-        audio = audio.mean(axis=1)
-        if rate != 16000:
-            audio = soxr.resample(audio, rate, 16000).astype(np.float32)
+        audio, _ = read_audio(manifest.parent / r["path"], target_rate=16000)
         parts += [audio, gap]
         refs.append(r["transcript"])
         total += audio.size / 16000 + GAP_S

@@ -27,7 +27,7 @@ from typing import Protocol
 
 import numpy as np
 
-from streamcli.results import Segment
+from streamcli.results import Segment, Word
 
 DEFAULT_MAX_BATCH = 16  # rows of one batched decode: beyond ~16 a step costs as much as two
 
@@ -41,6 +41,8 @@ class ClosedUtterance:
     hidden: np.ndarray | None  # (frames, d) the first pass's hidden frames, where the model has them
     start_frame: int  # absolute encoder frame where the utterance's audio starts
     first_pass: Segment  # the utterance as the first pass wrote it
+    # Words already committed on screen (streamcli.refine): the final keeps them as they are.
+    committed: tuple[Word, ...] = ()
 
     @property
     def audio_s(self) -> float:
@@ -63,9 +65,10 @@ class SecondPass(Protocol):
 class UtteranceRecorder:
     """Collects the current utterance's features and first-pass outputs, window by window."""
 
-    def __init__(self, max_frames: int, keep_hidden: bool) -> None:
+    def __init__(self, max_frames: int, keep_hidden: bool, encoder_frame_s: float) -> None:
         self.max_frames = max_frames
         self.keep_hidden = keep_hidden
+        self.encoder_frame_s = encoder_frame_s
         self.reset()
 
     def reset(self) -> None:
@@ -92,20 +95,57 @@ class UtteranceRecorder:
             self._hidden.append(np.array(hidden, dtype=np.float32))
         self._frames += features.shape[0]
 
+    @property
+    def audio_s(self) -> float:
+        return self._frames / 100.0
+
+    @property
+    def start_s(self) -> float | None:
+        """Stream time where the record starts (None: nothing recorded yet)."""
+        if self._start_frame is None:
+            return None
+        return self._start_frame * self.encoder_frame_s
+
+    def snapshot(self, first_pass: Segment | None) -> ClosedUtterance | None:
+        """The record of the utterance so far (None: nothing for the second pass); it goes on."""
+        if first_pass is None or not self._features or self.overflow:
+            return None
+        self._compact()
+        return ClosedUtterance(
+            features=self._features[0],
+            log_probs=self._log_probs[0],
+            hidden=self._hidden[0] if self._hidden else None,
+            start_frame=self._start_frame or 0,
+            first_pass=first_pass,
+        )
+
     def close(self, first_pass: Segment | None) -> ClosedUtterance | None:
         """The record of the utterance that just closed (None: nothing for the second pass), then a
         fresh start."""
-        record = None
-        if first_pass is not None and self._features and not self.overflow:
-            record = ClosedUtterance(
-                features=np.concatenate(self._features),
-                log_probs=np.concatenate(self._log_probs),
-                hidden=np.concatenate(self._hidden) if self._hidden else None,
-                start_frame=self._start_frame or 0,
-                first_pass=first_pass,
-            )
+        record = self.snapshot(first_pass)
         self.reset()
         return record
+
+    def cut(self, encoder_frames: int) -> None:
+        """Drops the utterance's first ``encoder_frames`` (their words became a segment of their own):
+        the record starts later, and a refinement of what is left costs less."""
+        if not self._features or encoder_frames <= 0:
+            return
+        self._compact()
+        per_frame = max(1, round(self._features[0].shape[0] / max(1, self._log_probs[0].shape[0])))
+        encoder_frames = min(encoder_frames, self._log_probs[0].shape[0])
+        self._features = [self._features[0][encoder_frames * per_frame :]]
+        self._log_probs = [self._log_probs[0][encoder_frames:]]
+        if self._hidden:
+            self._hidden = [self._hidden[0][encoder_frames:]]
+        self._frames = self._features[0].shape[0]
+        self._start_frame = (self._start_frame or 0) + encoder_frames
+
+    def _compact(self) -> None:
+        """One array per kind (snapshots are taken often; concatenating once keeps them cheap)."""
+        for chunks in (self._features, self._log_probs, self._hidden):
+            if len(chunks) > 1:
+                chunks[:] = [np.concatenate(chunks)]
 
 
 @dataclass
@@ -136,7 +176,9 @@ class FinalsWorker:
         self.max_batch = max_batch
         self.on_done: Callable[[], None] | None = None
         self.stats = FinalsStats()
-        self._queue: deque[_Job] = deque()
+        self.refine_stats = FinalsStats()
+        self._queue: deque[_Job] = deque()  # finals
+        self._refinements: deque[_Job] = deque()
         self._cond = threading.Condition()
         self._busy_rows = 0
         self._busy_audio_s = 0.0
@@ -144,12 +186,21 @@ class FinalsWorker:
         self._thread: threading.Thread | None = None
 
     def submit(self, utterance: ClosedUtterance) -> Future:
+        """A closed utterance's final: served before any refinement."""
+        return self._enqueue(self._queue, utterance)
+
+    def submit_refinement(self, utterance: ClosedUtterance) -> Future:
+        """A refinement of an open utterance (streamcli.refine): served only when no final waits, so
+        finals never queue behind refinements; under load refinements simply come less often."""
+        return self._enqueue(self._refinements, utterance)
+
+    def _enqueue(self, queue: deque[_Job], utterance: ClosedUtterance) -> Future:
         future: Future = Future()
         with self._cond:
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="streamcli-finals", daemon=True)
                 self._thread.start()
-            self._queue.append(_Job(utterance, future, time.perf_counter()))
+            queue.append(_Job(utterance, future, time.perf_counter()))
             self._cond.notify()
         return future
 
@@ -176,9 +227,11 @@ class FinalsWorker:
     def _run(self) -> None:
         while True:
             with self._cond:
-                while not self._queue:
+                while not self._queue and not self._refinements:
                     self._cond.wait()
-                jobs = [self._queue.popleft() for _ in range(min(self.max_batch, len(self._queue)))]
+                refining = not self._queue
+                queue = self._refinements if refining else self._queue
+                jobs = [queue.popleft() for _ in range(min(self.max_batch, len(queue)))]
                 self._busy_rows = len(jobs)
                 self._busy_audio_s = sum(job.utterance.audio_s for job in jobs)
             started_s = time.perf_counter()
@@ -190,12 +243,13 @@ class FinalsWorker:
             else:
                 done_s = time.perf_counter()
                 cost = (done_s - started_s) / max(self._busy_audio_s, 0.1)
-                first = not self.stats.batches
+                first = not self.stats.batches and not self.refine_stats.batches
                 self._s_per_audio_s = cost if first else 0.8 * self._s_per_audio_s + 0.2 * cost
-                self.stats.batches.append(len(jobs))
-                self.stats.busy_s += done_s - started_s
+                stats = self.refine_stats if refining else self.stats
+                stats.batches.append(len(jobs))
+                stats.busy_s += done_s - started_s
                 for job, segment in zip(jobs, segments, strict=True):
-                    self.stats.latency_ms.append((done_s - job.submitted_s) * 1000.0)
+                    stats.latency_ms.append((done_s - job.submitted_s) * 1000.0)
                     job.future.set_result(segment)
             finally:
                 with self._cond:

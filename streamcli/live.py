@@ -37,6 +37,7 @@ from streamcli.capture import (
 )
 from streamcli.errors import AudioError, DeviceError
 from streamcli.recognizer import RecognizerLike, StreamDriver
+from streamcli.refine import RefineConfig
 from streamcli.results import Result, Segment
 
 # How long the capture may go quiet (no callback at all) before the device counts as gone. Real
@@ -72,6 +73,8 @@ class LiveStatus:
 @dataclass(frozen=True)
 class PartialEvent:
     text: str
+    committed: str = ""  # with refinements: the words that will not change (text starts with them)
+    tentative: str = ""
 
 
 @dataclass(frozen=True)
@@ -151,6 +154,7 @@ class LiveTranscriber:
         status_interval_s: float = 0.1,
         save_audio: str | Path | None = None,
         clock: Callable[[], float] = time.monotonic,
+        refine: bool = True,
     ) -> None:
         if duration_s is not None and duration_s <= 0:
             raise ValueError(f"--duration must be > 0 seconds, got {duration_s}")
@@ -167,6 +171,7 @@ class LiveTranscriber:
         if input_file is not None and input_device is not None:
             raise ValueError("give either --input-device or --input-file, not both")
         self.recognizer = recognizer
+        self.refine = refine  # two-pass models: partials from the second pass's refinements
         self.input_device = input_device
         self.input_file = input_file
         self.duration_s = duration_s
@@ -405,18 +410,19 @@ class LiveTranscriber:
         def publish_partial(result: Result) -> None:
             nonlocal last_partial, emitted_s
             emitted_s = self._clock()
-            if result.text != last_partial:
+            if result.text != last_partial or result.committed:
                 last_partial = result.text
-                self._events.put(PartialEvent(result.text))
+                self._events.put(PartialEvent(result.text, result.committed, result.tentative))
 
         def final(segment: Segment) -> None:
             self.summary.segments += 1
             self._events.put(SegmentEvent(segment))
 
         # Finals come from the recognizer's batched second-pass worker, in order, while capture and
-        # the first pass go on; each is shown when it is ready.
+        # the first pass go on; each is shown when it is ready. With refinements the partial is the
+        # second pass's view of the words being spoken (streamcli.refine).
         driver = StreamDriver(stream, on_partial=publish_partial, on_segment=final,
-                              finals=rec.finals_worker())
+                              finals=rec.finals_worker(), refine=RefineConfig() if self.refine else None)
 
         def closed() -> None:
             nonlocal last_partial
@@ -442,7 +448,8 @@ class LiveTranscriber:
                     self.summary.tokens += 1
                 if window.closed:
                     driver.take_finals()  # a final already done is shown before the partial clears
-                    closed()
+                    if driver.refiner is None:  # refining, the driver keeps the words until the final
+                        closed()
             driver.take_finals()
 
         def status(now: float) -> LiveStatus:

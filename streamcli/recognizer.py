@@ -54,7 +54,8 @@ from streamcli.endpoint import EndpointConfig, EndpointDetector
 from streamcli.features import feature_extractor, frames_covering, samples_for_frames
 from streamcli.finals import ClosedUtterance, FinalsWorker, SecondPass, UtteranceRecorder, completed
 from streamcli.providers import parse_device, resolve_threads
-from streamcli.results import Result, Segment, Token
+from streamcli.refine import RefineConfig, Refiner, View
+from streamcli.results import Result, Segment, Token, Word
 from streamcli.tokens import TokenTable, tokens_to_words
 
 MAX_BEAM = 64  # modified beam search: wider beams cost memory and time and no accuracy
@@ -302,7 +303,10 @@ class Stream:
         self._endpoint = EndpointDetector(recognizer.config.endpoint, sample_rate=info.sample_rate)
         second = recognizer.second_pass
         # What the second pass needs of the open utterance (None: the first pass writes the finals).
-        self._utterance = UtteranceRecorder(second.max_frames, second.needs_hidden) if second else None
+        frame_s = info.subsampling * info.frame_shift_ms / 1000.0
+        self._utterance = (
+            UtteranceRecorder(second.max_frames, second.needs_hidden, frame_s) if second else None
+        )
         self._resampler: ResampleStream | None = None  # the one resampler (streamcli.audio)
         self._input_rate: int | None = None
         self._samples = 0  # samples received at the model rate (without tail padding)
@@ -439,17 +443,38 @@ class Stream:
     def close_utterance(self) -> tuple[Segment | None, ClosedUtterance | None]:
         """Ends the current utterance: (the first pass's segment or None if empty, the record the second
         pass finalizes or None: no second pass, no text, or longer than it takes)."""
-        res = self.result()
-        segment = None
-        if res.text:
-            start = res.words[0].start if res.words else res.tokens[0].start
-            end = res.words[-1].end if res.words else res.tokens[-1].start
-            segment = Segment(start=start, end=end, text=res.text, words=res.words, tokens=res.tokens)
+        segment = self._first_pass_segment()
         utterance = self._utterance.close(segment) if self._utterance is not None else None
         self._rec.start_new_utterance(self._state)
         self._utterance_start_s = self.decoded_s
         self._reported = []
         return segment, utterance
+
+    def snapshot_utterance(self) -> ClosedUtterance | None:
+        """The open utterance's record so far, for a refinement (None: no second pass or no text yet)."""
+        if self._utterance is None:
+            return None
+        return self._utterance.snapshot(self._first_pass_segment())
+
+    def cut_utterance(self, at_s: float) -> None:
+        """The second pass's record of the open utterance starts at ``at_s`` from now on (the words
+        before it became a segment); the first pass's hypothesis is not touched."""
+        if self._utterance is not None and self._utterance.start_s is not None:
+            frame_s = self._rec.info.subsampling * self._rec.info.frame_shift_ms / 1000.0
+            self._utterance.cut(int((at_s - self._utterance.start_s) / frame_s + 1e-6))
+
+    @property
+    def open_utterance_s(self) -> float:
+        """Seconds of audio in the second pass's record of the open utterance (0 without one)."""
+        return self._utterance.audio_s if self._utterance is not None else 0.0
+
+    def _first_pass_segment(self) -> Segment | None:
+        res = self.result()
+        if not res.text:
+            return None
+        start = res.words[0].start if res.words else res.tokens[0].start
+        end = res.words[-1].end if res.words else res.tokens[-1].start
+        return Segment(start=start, end=end, text=res.text, words=res.words, tokens=res.tokens)
 
     # ----- clocks -----------------------------------------------------------------------------------
     @property
@@ -508,9 +533,9 @@ class StreamDriver:
     """The one streaming loop over a stream, used by transcribe, live, serve and bench.
 
     Feed audio with :meth:`accept_waveform`; every window that becomes ready is decoded, the partial
-    is published (``on_partial``, only when the hypothesis changed), the endpoint rules are applied
-    after each window (not per block: a large block may hold an endpoint inside) and a closed
-    utterance becomes a final. :meth:`finish` decodes the rest and closes the last utterance.
+    is published (``on_partial``, only when it changed), the endpoint rules are applied after each
+    window (not per block: a large block may hold an endpoint inside) and a closed utterance becomes a
+    final. :meth:`finish` decodes the rest and closes the last utterance.
 
     Finals come out in the order their utterances closed, each once, through ``on_segment`` and the
     lists/generators below; segments without text never do. With ``finals`` (the recognizer's
@@ -518,6 +543,10 @@ class StreamDriver:
     and the first pass goes on at once: its final is delivered when ready (:meth:`take_finals`);
     at most ``max_pending`` may be in flight, beyond that closing one waits (memory stays bounded
     however far a file's first pass runs ahead). Without it, the final is computed on closing.
+
+    With ``finals`` and ``refine`` (:mod:`streamcli.refine`) the partial is the second pass's
+    refinement of the open utterance (committed + tentative words) instead of the first pass's
+    hypothesis; the words of a closed utterance stay in the partial until its final is delivered.
 
     For several streams in one batched encoder call use :func:`decode_batch`, which runs the same
     per-window step for each.
@@ -531,6 +560,7 @@ class StreamDriver:
         on_segment: Callable[[Segment], None] | None = None,
         finals: FinalsWorker | None = None,
         max_pending: int = DEFAULT_MAX_PENDING_FINALS,
+        refine: RefineConfig | None = None,
     ) -> None:
         self.stream = stream
         self.on_partial = on_partial
@@ -539,7 +569,10 @@ class StreamDriver:
         self.max_pending = max_pending
         self.segments = 0  # finals with text delivered so far
         self.finished = False
-        self._pending: deque[Future] = deque()  # finals in closing order, done or not
+        self.refiner = Refiner(finals, refine) if finals is not None and refine is not None else None
+        # Finals in closing order, done or not, each with the view its words had on screen (refining).
+        self._pending: deque[tuple[Future, View | None]] = deque()
+        self._shown: Result = Result("")
 
     def accept_waveform(self, sample_rate: int, samples: np.ndarray) -> list[Segment]:
         """Feeds samples and decodes every window that is ready; returns the finals ready by then."""
@@ -550,7 +583,7 @@ class StreamDriver:
         """Decodes every ready window, yielding each final as soon as it is ready (before the next
         window's partial; transcribe() yields from here). Does not wait for a final in flight."""
         while (window := self.step()) is not None:
-            if window.closed or self._pending:
+            if window.closed or self._pending or self.refiner is not None:
                 yield from self._finals(wait=False)
         yield from self._finals(wait=False)
 
@@ -562,9 +595,11 @@ class StreamDriver:
 
     def after_window(self, tokens: list[Token]) -> Window:
         """Partial + endpoint after a decoded window (called by step() and by decode_batch())."""
-        changed = bool(tokens) or self.stream.hypothesis_changed
-        if changed and self.on_partial is not None:
-            self.on_partial(self.stream.result())
+        if self.refiner is None:
+            if (tokens or self.stream.hypothesis_changed) and self.on_partial is not None:
+                self.on_partial(self.stream.result())
+        else:
+            self.refiner.maybe_submit(self.stream)
         if self.stream.is_endpoint():
             self.close_utterance()
             return Window(tokens, closed=True)
@@ -577,12 +612,20 @@ class StreamDriver:
         """Closes the current utterance now (endpoint, end of input, or the caller's choice); its final
         is delivered by :meth:`take_finals` (at once without a worker)."""
         if self.finals is None:
-            self._pending.append(completed(self.stream.reset()))
+            self._pending.append((completed(self.stream.reset()), None))
             return
         segment, utterance = self.stream.close_utterance()
-        self._pending.append(self.finals.submit(utterance) if utterance is not None else completed(segment))
-        while sum(not f.done() for f in self._pending) > self.max_pending:
-            next(f for f in self._pending if not f.done()).exception()  # waits; errors surface later
+        view = None
+        if self.refiner is not None:
+            self.refiner.poll()
+            view = self.refiner.view
+            committed = self.refiner.close()
+            if utterance is not None:
+                utterance = replace(utterance, committed=committed)
+        future = self.finals.submit(utterance) if utterance is not None else completed(segment)
+        self._pending.append((future, view))
+        while sum(not f.done() for f, _ in self._pending) > self.max_pending:
+            next(f for f, _ in self._pending if not f.done()).exception()  # waits; errors surface later
 
     @property
     def pending_finals(self) -> int:
@@ -593,15 +636,56 @@ class StreamDriver:
         """The finals that are ready, in closing order (``wait``: all of them, waiting as needed)."""
         return list(self._finals(wait))
 
+    def partial(self) -> Result:
+        """What a viewer shows after the finals: the refined view, or the first pass's hypothesis."""
+        return self._view() if self.refiner is not None else self.stream.result()
+
     def _finals(self, wait: bool) -> Iterator[Segment]:
-        while self._pending and (wait or self._pending[0].done()):
-            segment = self._pending.popleft().result()
-            if segment is None or not segment.text.strip():
-                continue
-            self.segments += 1
-            if self.on_segment is not None:
-                self.on_segment(segment)
-            yield segment
+        self._refine()
+        while self._pending and (wait or self._pending[0][0].done()):
+            future, view = self._pending.popleft()
+            segment = future.result()
+            if segment is not None and segment.text.strip():
+                self.segments += 1
+                if self.on_segment is not None:
+                    self.on_segment(segment)
+                yield segment
+            if view is not None:
+                self._publish()  # that utterance's words left the partial: its final has them
+
+    def _refine(self) -> None:
+        """Applies a finished refinement and cuts a long open utterance (its committed words become a
+        segment, shown in the partial until delivered)."""
+        if self.refiner is None:
+            return
+        changed = self.refiner.poll()
+        cut = self.refiner.cut(self.stream)
+        if cut is not None:
+            self._pending.append((completed(cut), View(tuple(cut.words))))
+        if changed or cut is not None:
+            self._publish()
+
+    def _view(self) -> Result:
+        assert self.refiner is not None
+        views = [v for _, v in self._pending if v is not None] + [self.refiner.view]
+        committed: list[Word] = []
+        rest: list[Word] = []
+        for v in views:  # committed = the prefix every earlier word of which is committed too
+            if rest:
+                rest += [*v.committed, *v.tentative]
+            else:
+                committed += v.committed
+                rest += v.tentative
+        words = committed + rest
+        return Result(" ".join(w.word for w in words), words=words,
+                      committed=" ".join(w.word for w in committed), tentative=" ".join(w.word for w in rest))
+
+    def _publish(self) -> None:
+        view = self._view()
+        if (view.committed, view.tentative) != (self._shown.committed, self._shown.tentative):
+            self._shown = view
+            if self.on_partial is not None:
+                self.on_partial(view)
 
     def input_finished(self) -> None:
         """No more audio (the tail is padded); the windows left are decoded by the next steps."""

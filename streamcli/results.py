@@ -34,8 +34,14 @@ class Segment:
 
 @dataclass(frozen=True)
 class Result:
-    """The current hypothesis of a stream since its last reset (partial text)."""
+    """The current hypothesis of a stream since its last reset (partial text).
+
+    With refinements (streamcli.refine) ``text`` = ``committed`` + " " + ``tentative``: the committed
+    words never change until they become final; the tentative ones may. Without, both are empty and
+    ``text`` is the first pass's hypothesis."""
 
     text: str
     tokens: list[Token] = field(default_factory=list)
     words: list[Word] = field(default_factory=list)
+    committed: str = ""
+    tentative: str = ""

@@ -46,7 +46,8 @@ from urllib.parse import parse_qs, urlsplit
 import numpy as np
 
 from streamcli.recognizer import RecognizerLike, StreamDriver, decode_batch
-from streamcli.results import Segment
+from streamcli.refine import RefineConfig
+from streamcli.results import Result, Segment
 
 DEFAULT_PORT = 2700
 MAX_MESSAGE_BYTES = 1 << 20  # 1 MiB: 32 s of 16 kHz PCM in one message is plenty
@@ -68,6 +69,7 @@ class ServeConfig:
     token: str | None = None
     # New connections are refused (1013) while a final closed now would wait longer than this.
     max_final_wait_s: float = 1.0
+    refine: bool = True  # two-pass models: partials from the second pass's refinements
 
     def validate(self) -> ServeConfig:
         if not 0 <= self.port <= 65535:
@@ -88,6 +90,14 @@ def result_message(segment: Segment | None) -> dict:
         return {"result": [], "text": ""}
     words = [{"word": w.word, "start": w.start, "end": w.end, "conf": 1.0} for w in segment.words]
     return {"result": words, "text": segment.text}
+
+
+def partial_message(partial: Result) -> dict:
+    """Vosk's ``{"partial": text}``; with refinements also ``committed`` (the words of ``partial`` that
+    will not change) and ``tentative`` (the rest): extra fields that Vosk clients ignore."""
+    if not partial.committed and not partial.tentative:
+        return {"partial": partial.text}
+    return {"partial": partial.text, "committed": partial.committed, "tentative": partial.tentative}
 
 
 def merge_segments(segments: list[Segment]) -> Segment | None:
@@ -117,7 +127,6 @@ class _Session:
     closed: bool = False
     done: bool = False
     pending: list[Segment] = field(default_factory=list)
-    last_partial: str = ""
     # Measured for the load test: when each window's audio was complete (arrival) -> partial sent.
     arrivals: list[tuple[int, float]] = field(default_factory=list)  # (sample count so far, time)
     received: int = 0
@@ -126,8 +135,9 @@ class _Session:
 class Scheduler:
     """The worker thread that owns every stream and batches their windows (see module docstring)."""
 
-    def __init__(self, recognizer: RecognizerLike) -> None:
+    def __init__(self, recognizer: RecognizerLike, refine: bool = True) -> None:
         self.recognizer = recognizer
+        self.refine = refine
         self._sessions: list[_Session] = []
         self._lock = threading.Lock()
         self._wake = threading.Event()
@@ -165,7 +175,9 @@ class Scheduler:
 
     def open(self, rate: int, reply: Callable[[dict], None]) -> _Session:
         # Closed utterances go to the batched second-pass worker; the tick never waits for a final.
-        driver = StreamDriver(self.recognizer.create_stream(), finals=self.finals)
+        # With refinements the partials are the second pass's view of the words being spoken.
+        refine = RefineConfig() if self.refine else None
+        driver = StreamDriver(self.recognizer.create_stream(), finals=self.finals, refine=refine)
         session = _Session(driver, rate, reply)
         # Every final the driver delivers (in order, when ready) waits for the next answer.
         driver.on_segment = lambda segment: session.pending.append(segment)
@@ -248,12 +260,14 @@ class Scheduler:
                 answers, s.waiting = s.waiting, 0
             for _ in range(answers):
                 if s.pending and not s.driver.finished:
-                    s.reply(result_message(merge_segments(s.pending)))
+                    message = result_message(merge_segments(s.pending))
+                    partial = partial_message(s.driver.partial())
+                    if "committed" in partial:  # refining: what the partial is now, after this final
+                        message.update(committed=partial["committed"], tentative=partial["tentative"])
+                    s.reply(message)
                     s.pending = []
                 else:
-                    text = s.driver.stream.result().text
-                    s.last_partial = text
-                    s.reply({"partial": text})
+                    s.reply(partial_message(s.driver.partial()))
             if s.closing and not s.driver.pending_finals:
                 # eof: every message was answered above and every final is in: the final result.
                 s.reply({"final": result_message(merge_segments(s.pending))})
@@ -281,7 +295,7 @@ class Server:
     ) -> None:
         self.recognizer = recognizer
         self.config = config.validate()
-        self.scheduler = Scheduler(recognizer)
+        self.scheduler = Scheduler(recognizer, refine=config.refine)
         self.on_ready = on_ready
         self.port: int | None = None
         self._stopping: asyncio.Event | None = None

@@ -31,6 +31,7 @@ import numpy as np
 
 from streamcli.audio import DEFAULT_BLOCK_S, FILE_BLOCK_S, AudioInfo, AudioSource, open_audio
 from streamcli.recognizer import RecognizerLike, StreamDriver
+from streamcli.refine import RefineConfig
 from streamcli.results import Result, Segment
 
 
@@ -78,6 +79,7 @@ def transcribe(
     sample_rate: int | None = None,
     block_s: float | None = None,
     stdin: BinaryIO | None = None,
+    refine: bool | None = None,
 ) -> tuple[Iterator[Segment], TranscriptionInfo]:
     """Streams ``source`` through a new stream of ``recognizer``: ``(segments, info)``.
 
@@ -88,6 +90,10 @@ def transcribe(
     clocks advance with it. Segments with no text (an endpoint in silence) are not yielded. Errors in
     the audio raise :class:`streamcli.errors.AudioError` from the generator; segments yielded before
     stay valid.
+
+    ``refine`` (two-pass models; default: with ``realtime``): ``on_partial`` receives the second
+    pass's refinement of the open utterance (committed + tentative words, :mod:`streamcli.refine`)
+    instead of the first pass. Off, a file runs at full speed: refinements would only cost time there.
     """
     if block_s is None:
         block_s = _default_block_s(source, realtime)
@@ -104,7 +110,8 @@ def transcribe(
         info.audio = audio.info
         rate = model_rate
         blocks = audio.blocks()
-    return _segments(recognizer, blocks, audio, rate, realtime, on_partial, info), info
+    refine_config = RefineConfig() if (realtime if refine is None else refine) else None
+    return _segments(recognizer, blocks, audio, rate, realtime, on_partial, info, refine_config), info
 
 
 def _default_block_s(source: object, realtime: bool) -> float:
@@ -133,11 +140,12 @@ def _segments(
     realtime: bool,
     on_partial: Callable[[Result], None] | None,
     info: TranscriptionInfo,
+    refine: RefineConfig | None,
 ) -> Iterator[Segment]:
     stream = recognizer.create_stream()
     # Finals are written by the recognizer's batched second-pass worker while the first pass goes on;
     # they are yielded in order as they become ready.
-    driver = StreamDriver(stream, on_partial=on_partial, finals=recognizer.finals_worker())
+    driver = StreamDriver(stream, on_partial=on_partial, finals=recognizer.finals_worker(), refine=refine)
     info.chunk_times_ms = stream.chunk_times_ms
     start_wall = time.perf_counter()
     fed_samples = 0

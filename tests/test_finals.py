@@ -10,10 +10,9 @@ from collections.abc import Sequence
 
 import numpy as np
 import pytest
-import soundfile as sf
-import soxr
 from paths import DEV
 
+from streamcli.audio import read_audio
 from streamcli.families import create_recognizer
 from streamcli.features import compute_features
 from streamcli.finals import ClosedUtterance, FinalsWorker
@@ -31,11 +30,7 @@ FILES = [
 
 
 def _log_mel(path) -> np.ndarray:
-    audio, rate = sf.read(str(path), dtype="float32", always_2d=True)
-    audio = audio.mean(axis=1)
-    if rate != 16000:
-        audio = soxr.resample(audio, rate, 16000).astype(np.float32)
-    return compute_features(audio, "whisper_log10_mel")
+    return compute_features(read_audio(path, target_rate=16000)[0], "whisper_log10_mel")
 
 
 @pytest.fixture(scope="module")
@@ -158,8 +153,5 @@ def test_file_finals_come_in_order_and_equal_the_synchronous_ones():
 
 
 def _audio(path) -> np.ndarray:
-    audio, rate = sf.read(str(path), dtype="float32", always_2d=True)
-    audio = audio.mean(axis=1)
-    if rate != 16000:
-        audio = soxr.resample(audio, rate, 16000).astype(np.float32)
+    audio, _ = read_audio(path, target_rate=16000)
     return np.concatenate([audio, np.zeros(16000 * 2, np.float32)])  # a pause: an endpoint

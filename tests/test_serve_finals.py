@@ -10,10 +10,10 @@ from collections.abc import Sequence
 
 import numpy as np
 import pytest
-import soundfile as sf
 from paths import DEV, REPO
 from serve_helpers import Running
 
+from streamcli.audio import read_audio
 from streamcli.families import create_recognizer
 from streamcli.finals import ClosedUtterance
 from streamcli.recognizer import RecognizerConfig
@@ -59,9 +59,7 @@ def _audio() -> np.ndarray:
     """Two utterances with a 2 s pause between them (an endpoint), then 1 s of silence."""
     parts = []
     for path in FILES:
-        audio, rate = sf.read(str(path), dtype="float32")
-        assert rate == 16000
-        parts += [audio, np.zeros(32000, np.float32)]
+        parts += [read_audio(path, target_rate=16000)[0], np.zeros(32000, np.float32)]
     return np.concatenate(parts)
 
 

@@ -119,7 +119,7 @@ def measure_second_pass(recognizer: Recognizer, audio: LoopedAudio, seconds: flo
     first_latency, first_batch, busy_before = len(stats.latency_ms), len(stats.batches), stats.busy_s
     drivers = [StreamDriver(recognizer.create_stream(), finals=worker) for _ in range(streams)]
     readers = [audio.reader(k * 104729) for k in range(streams)]
-    hop = recognizer.info.shift_frames * SAMPLE_RATE * FRAME_MS // 1000
+    hop = int(recognizer.info.shift_frames * SAMPLE_RATE * FRAME_MS) // 1000
     steps = max(1, int(seconds * SAMPLE_RATE) // hop)
     label = f"second pass, {streams} stream{'s' if streams > 1 else ''}"
     progress(label, 0, steps)

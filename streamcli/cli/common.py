@@ -31,6 +31,7 @@ from streamcli.errors import StreamcliError
 if TYPE_CHECKING:
     from streamcli.endpoint import EndpointConfig
     from streamcli.recognizer import Recognizer
+    from streamcli.results import Result
 
 T = TypeVar("T")
 
@@ -217,3 +218,24 @@ def print_table(title: str, headers: list[str], rows: list[list[str]], *, show_h
     lines += ["\t".join(row) for row in rows]
     sys.stdout.write("\n".join(lines) + "\n")
     sys.stdout.flush()
+
+
+REFINE_OPTION = typer.Option(
+    None,
+    "--refine/--no-refine",
+    help="Two-pass models: show the second pass's refinement of the words being spoken (committed "
+    "words normal, tentative ones dim) instead of the first pass (default: on; transcribe: with "
+    "--realtime).",
+    show_default=False,
+)
+
+
+def partial_text(result: Result, style: str = "") -> Text:
+    """A partial as a viewer sees it: committed words in ``style``, tentative ones dim (a first-pass
+    partial, with neither, is all ``style``)."""
+    if not result.committed and not result.tentative:
+        return Text(result.text.strip(), style=style)
+    text = Text(result.committed, style=style)
+    if result.tentative:
+        text.append((" " if result.committed else "") + result.tentative, style=f"{style} dim".strip())
+    return text

@@ -16,6 +16,7 @@ from streamcli.cli.common import (
     DEVICE_OPTION,
     MODEL_OPTION,
     OVERLAP_OPTION,
+    REFINE_OPTION,
     RESCORE_OPTION,
     THREADS_OPTION,
     WINDOW_OPTION,
@@ -42,6 +43,7 @@ def live(
     window: int | None = WINDOW_OPTION,
     overlap: int | None = OVERLAP_OPTION,
     rescore: bool | None = RESCORE_OPTION,
+    refine: bool | None = REFINE_OPTION,
     input_device: Annotated[
         str | None,
         typer.Option(
@@ -145,6 +147,7 @@ def live(
             duration_s=duration,
             file_speed=input_speed,
             save_audio=save_audio,
+            refine=refine is not False,
         )
         # Only now, with the input open: a device error must not truncate an existing output file.
         try:
@@ -277,7 +280,7 @@ class LiveRenderer:
         self.console = console
         self.interactive = bool(console.is_terminal)
         self.show_status = show_status
-        self._partial = ""
+        self._partial = PartialEvent("")
         self._status: LiveStatus | None = None
         self._live: Any = None
 
@@ -297,10 +300,17 @@ class LiveRenderer:
     def _renderable(self) -> Any:
         from rich.text import Text
 
-        # One line, updated in place: a long partial shows its newest end.
+        # One line, updated in place: a long partial shows its newest end; tentative words are dim.
         width = max(10, int(self.console.width) - 1)
-        partial = self._partial if len(self._partial) <= width else "…" + self._partial[-(width - 1) :]
-        text = Text(partial, style="italic", no_wrap=True, overflow="crop")
+        full = self._partial.text
+        refined = bool(self._partial.committed or self._partial.tentative)
+        steady = len(self._partial.committed) if refined else len(full)
+        if len(full) > width:
+            cut = len(full) - (width - 1)
+            full, steady = "…" + full[cut:], max(0, steady - cut) + 1
+        text = Text(full, style="italic", no_wrap=True, overflow="crop")
+        if steady < len(full):
+            text.stylize("dim", steady)
         if self.show_status and self._status is not None:
             line = status_line(self._status)
             text.append("\n" + line[:width], style="dim")
@@ -316,7 +326,7 @@ class LiveRenderer:
                 self.console.file.write(line + "\n")
                 self.console.file.flush()
         elif isinstance(event, PartialEvent):
-            self._partial = event.text
+            self._partial = event
         elif isinstance(event, StatusEvent):
             self._status = event.status
         if self._live is not None:

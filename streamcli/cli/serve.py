@@ -9,6 +9,7 @@ from streamcli.cli.common import (
     DEVICE_OPTION,
     MODEL_OPTION,
     OVERLAP_OPTION,
+    REFINE_OPTION,
     RESCORE_OPTION,
     THREADS_OPTION,
     WINDOW_OPTION,
@@ -31,6 +32,7 @@ def serve(
     window: int | None = WINDOW_OPTION,
     overlap: int | None = OVERLAP_OPTION,
     rescore: bool | None = RESCORE_OPTION,
+    refine: bool | None = REFINE_OPTION,
     max_streams: int = typer.Option(64, "--max-streams", help="Refuse connections beyond this many streams."),
     max_message_kb: int = typer.Option(1024, "--max-message-kb", help="Largest WebSocket message (KiB)."),
     idle_timeout: float = typer.Option(
@@ -57,6 +59,7 @@ def serve(
             idle_timeout_s=idle_timeout,
             token=token,
             max_final_wait_s=max_final_wait,
+            refine=refine is not False,
         ).validate()
         recognizer = load_recognizer(model, device, threads, 0, None, window, overlap, rescore)
 

@@ -25,6 +25,7 @@ from streamcli.cli.common import (
     DEVICE_OPTION,
     MODEL_OPTION,
     OVERLAP_OPTION,
+    REFINE_OPTION,
     RESCORE_OPTION,
     THREADS_OPTION,
     WINDOW_OPTION,
@@ -34,16 +35,18 @@ from streamcli.cli.common import (
     err_console,
     fail,
     load_recognizer,
+    partial_text,
     print_error,
     run_command,
     safe_text,
 )
 from streamcli.errors import AudioError
 from streamcli.formats import pick_format, timestamp
+from streamcli.results import Result
 
 if TYPE_CHECKING:
     from streamcli.recognizer import Recognizer
-    from streamcli.results import Result, Segment
+    from streamcli.results import Segment
     from streamcli.transcription import TranscriptionInfo
 
 
@@ -101,7 +104,7 @@ class LiveView:
         self.out = out
         self.show_lines = show_lines
         self._live = None
-        self._partial = ""
+        self._partial = Result("")
         self._last_refresh = 0.0
         self.on_partial: Callable[[Result], None] | None = self.partial
 
@@ -110,7 +113,7 @@ class LiveView:
 
         self.name = name
         self.stats = stats
-        self._partial = ""
+        self._partial = Result("")
         self._live = Live(self._render(), console=self.out, auto_refresh=False, transient=True)
         self._live.start()
 
@@ -120,19 +123,18 @@ class LiveView:
 
     def _render(self) -> Group:
         return Group(
-            Text(self._partial or "…", style="italic"),
+            partial_text(self._partial, "italic") if self._partial.text.strip() else Text("…", "italic"),
             Text(footer_line(self.stats), style="dim"),
         )
 
     def partial(self, result: Result) -> None:
-        self._partial = result.text.strip()
+        self._partial = result
         now = time.perf_counter()
         if self._live is not None and now - self._last_refresh >= self._MIN_REFRESH_S:
             self._last_refresh = now
             self._live.update(self._render(), refresh=True)
 
     def segment(self, segment: Segment) -> None:
-        self._partial = ""
         if self.show_lines and self._live is not None:
             self._live.console.print(Text(segment_line(segment)))
             self._live.update(self._render(), refresh=True)
@@ -269,6 +271,7 @@ def transcribe_command(
     endpoint: bool = typer.Option(
         True, "--endpoint/--no-endpoint", help="Split segments at endpoints (silence, 20 s max)."
     ),
+    refine: bool | None = REFINE_OPTION,
     debug: bool = DEBUG_OPTION,
 ) -> None:
     """Transcribe audio files, streaming: text appears as it is decoded.
@@ -290,7 +293,8 @@ def transcribe_command(
         recognizer = load_recognizer(
             model, device, threads, beam, EndpointConfig(enabled=endpoint), window, overlap, rescore
         )
-        failed = _transcribe_all(inputs, recognizer, out_format, targets, realtime, debug or CliState.debug)
+        failed = _transcribe_all(inputs, recognizer, out_format, targets, realtime, debug or CliState.debug,
+                                 refine)
         if failed:
             fail(f"{failed} of {len(inputs)} inputs failed")
 
@@ -304,6 +308,7 @@ def _transcribe_all(
     targets: dict[int, Path],
     realtime: bool,
     debug: bool = False,
+    refine: bool | None = None,
 ) -> int:
     from streamcli.formats import DocumentWriter, render, to_dict
     from streamcli.transcription import transcribe
@@ -332,7 +337,8 @@ def _transcribe_all(
                 # Segments stream into the output's temp file: memory stays flat for any length.
                 writer = DocumentWriter(target, fmt, file=safe_text(name))
             view.header(name)  # before opening: a file that cannot be read is still named in order
-            flow, info = transcribe(name, recognizer, realtime=realtime, on_partial=view.on_partial)
+            flow, info = transcribe(name, recognizer, realtime=realtime, on_partial=view.on_partial,
+                                    refine=refine)
             view.start(name, info)
             started = True
             for segment in flow:

@@ -3,6 +3,7 @@ utterances -> final segments, word times from the first pass's log-probabilities
 
 from __future__ import annotations
 
+import difflib
 import time
 from collections.abc import Sequence
 
@@ -10,7 +11,8 @@ import numpy as np
 
 from streamcli.align import align_words
 from streamcli.finals import ClosedUtterance
-from streamcli.results import Segment, Token
+from streamcli.metrics import normalize_transcript
+from streamcli.results import Segment, Token, Word
 from streamcli.tokens import TokenTable
 from streamcli.whisper.second_pass import MAX_SEGMENT_FRAMES, SecondPassConfig, WhisperSecondPass
 
@@ -63,17 +65,45 @@ class WhisperFinals:
         return [self._segment(u, r.text, r.token_ids) for u, r in zip(utterances, results, strict=True)]
 
     def _segment(self, utterance: ClosedUtterance, text: str, token_ids: list[int]) -> Segment | None:
+        committed = list(utterance.committed)
         if not text:
-            return None
+            return _join(committed, [], []) if committed else None
         start_s = round(utterance.start_frame * self._frame_s, 6)
         log_probs = utterance.log_probs
         words = align_words(text.split(), log_probs, self._char_table, start_s,
                             start_s + log_probs.shape[0] * self._frame_s, self._frame_s)
         tokens: list[Token] = []
         word_index = -1
+        token_word: list[int] = []
         for token_id in token_ids:
             piece = self.whisper.tokenizer.decode([token_id])
             if piece.startswith(" ") or word_index < 0:
                 word_index = min(word_index + 1, len(words) - 1)
             tokens.append(Token(piece, words[max(0, word_index)].start, token_id))
-        return Segment(start=words[0].start, end=words[-1].end, text=text, words=words, tokens=tokens)
+            token_word.append(max(0, word_index))
+        if committed:
+            # Words already committed on screen stay as they were; the decode adds what follows them.
+            skip = words_after(committed, words)
+            tokens = [t for t, w in zip(tokens, token_word, strict=True) if w >= skip]
+            words = words[skip:]
+        return _join(committed, words, tokens)
+
+
+def _join(committed: list[Word], words: list[Word], tokens: list[Token]) -> Segment | None:
+    words = committed + [w for w in words if not committed or w.start >= committed[-1].end - 1e-6]
+    if not words:
+        return None
+    return Segment(start=words[0].start, end=words[-1].end, text=" ".join(w.word for w in words),
+                   words=words, tokens=tokens)
+
+
+def words_after(committed: Sequence[Word], words: Sequence[Word]) -> int:
+    """How many of ``words`` (a decode of audio that starts with the committed words) the committed
+    words already cover: matched on normalised spelling, else by count."""
+    a = [normalize_transcript(w.word) for w in committed]
+    b = [normalize_transcript(w.word) for w in words]
+    covered = 0
+    for block in difflib.SequenceMatcher(a=a, b=b, autojunk=False).get_matching_blocks():
+        if block.size:
+            covered = block.b + block.size + (len(a) - block.a - block.size)
+    return min(len(b), covered if covered else len(a))

@@ -1,0 +1,134 @@
+"""Readable text while someone speaks: the open utterance re-decoded by the second pass as it grows.
+
+Every ``every_s`` of new audio the driver hands a snapshot of the open utterance to the batched
+second-pass worker as a *refinement* (served only when no final waits; one in flight per stream, so
+under load refinements come less often and finals never wait). Words two consecutive refinements
+agree on (LocalAgreement, as whisper_streaming does) are **committed**: they never change on screen
+and the final keeps them as they are; the rest of the newest refinement is **tentative**. An open
+utterance longer than ``max_open_s`` is cut after its last committed word: those words become a
+segment of their own and the record starts there, so a refinement costs the same however long the
+speaker goes on without a pause.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
+
+from streamcli.metrics import normalize_transcript
+from streamcli.results import Segment, Word
+
+if TYPE_CHECKING:
+    from streamcli.finals import FinalsWorker
+    from streamcli.recognizer import Stream
+
+
+@dataclass(frozen=True)
+class RefineConfig:
+    """When to refine the open utterance and when to cut it (seconds of audio)."""
+
+    every_s: float = 0.5  # a refinement once this much new audio arrived since the last one
+    max_open_s: float = 8.0  # beyond this, cut the open utterance after its last committed word
+
+    def validate(self) -> RefineConfig:
+        if not 0.1 <= self.every_s <= 30:
+            raise ValueError(f"refine every_s must be 0.1..30 s, got {self.every_s}")
+        if not 2 <= self.max_open_s <= 28:
+            raise ValueError(f"refine max_open_s must be 2..28 s, got {self.max_open_s}")
+        return self
+
+
+@dataclass(frozen=True)
+class View:
+    """What a viewer sees of the text not final yet: committed words (never change), then tentative."""
+
+    committed: tuple[Word, ...] = ()
+    tentative: tuple[Word, ...] = ()
+
+    @property
+    def text(self) -> str:
+        return " ".join(w.word for w in (*self.committed, *self.tentative))
+
+
+def agreed_prefix(a: Sequence[Word], b: Sequence[Word]) -> int:
+    """How many leading words ``a`` and ``b`` share (compared as normalised spellings)."""
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if normalize_transcript(x.word) != normalize_transcript(y.word) or not normalize_transcript(x.word):
+            break
+        n += 1
+    return n
+
+
+class Refiner:
+    """Refinement state of one stream's open utterance (owned by its StreamDriver)."""
+
+    def __init__(self, worker: FinalsWorker, config: RefineConfig) -> None:
+        self.worker = worker
+        self.config = config.validate()
+        self.refinements = 0  # results applied
+        self.reset()
+
+    def reset(self) -> None:
+        """A new utterance: nothing committed or tentative; a refinement in flight is dropped."""
+        self.committed: list[Word] = []
+        self.tentative: list[Word] = []
+        self._in_flight: Future | None = None
+        self._submitted_s = 0.0  # open audio (s) at the last submission
+
+    @property
+    def view(self) -> View:
+        return View(tuple(self.committed), tuple(self.tentative))
+
+    def maybe_submit(self, stream: Stream) -> None:
+        """Hands a snapshot of the open utterance to the worker when enough new audio arrived."""
+        if self._in_flight is not None:
+            return
+        open_s = stream.open_utterance_s
+        if open_s - self._submitted_s < self.config.every_s:
+            if open_s < self._submitted_s:  # the record was cut: count from there
+                self._submitted_s = open_s
+            return
+        utterance = stream.snapshot_utterance()
+        if utterance is None:  # nothing heard yet
+            return
+        self._submitted_s = open_s
+        self._in_flight = self.worker.submit_refinement(replace(utterance, committed=tuple(self.committed)))
+
+    def poll(self) -> bool:
+        """Applies a finished refinement; True when the view changed."""
+        future = self._in_flight
+        if future is None or not future.done():
+            return False
+        self._in_flight = None
+        segment: Segment | None = future.result()
+        words = list(segment.words) if segment is not None else []
+        if words[: len(self.committed)] != self.committed:  # the decode came back without them
+            words = self.committed + words
+        new = words[len(self.committed) :]
+        agreed = agreed_prefix(self.tentative, new)
+        before = self.view
+        self.committed += new[:agreed]
+        self.tentative = new[agreed:]
+        self.refinements += 1
+        return self.view != before
+
+    def cut(self, stream: Stream) -> Segment | None:
+        """Past ``max_open_s``: the committed words become a segment and the record starts after them."""
+        if not self.committed or stream.open_utterance_s < self.config.max_open_s:
+            return None
+        words = self.committed
+        stream.cut_utterance(words[-1].end)
+        self.committed = []
+        self._submitted_s = 0.0
+        self._in_flight = None  # it decoded the audio before the cut: its words are in the segment
+        return Segment(start=words[0].start, end=words[-1].end, text=" ".join(w.word for w in words),
+                       words=list(words))
+
+    def close(self) -> tuple[Word, ...]:
+        """The utterance closed: its committed words (the final keeps them), then a fresh start."""
+        committed = tuple(self.committed)
+        self.reset()
+        return committed

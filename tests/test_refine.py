@@ -1,0 +1,167 @@
+"""Readable partials: the open utterance refined by the second pass, committed words that never
+change, a speaker without pauses cut at committed words (bounded cost), refinements shed before finals,
+and the views that style committed and tentative text."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Sequence
+
+import numpy as np
+import pytest
+from paths import DEV
+
+from streamcli.audio import read_audio
+from streamcli.endpoint import EndpointConfig
+from streamcli.families import create_recognizer
+from streamcli.finals import ClosedUtterance, FinalsWorker
+from streamcli.metrics import corpus_error_rates, normalize_transcript
+from streamcli.recognizer import RecognizerConfig, StreamDriver
+from streamcli.refine import RefineConfig, agreed_prefix
+from streamcli.results import Result, Segment, Word
+
+FILES = [DEV / "librispeech/test-other/1688/1688-142285-0001.flac",
+         DEV / "librispeech/test-other/1688/1688-142285-0000.flac",
+         DEV / "librispeech/test-clean/1089/1089-134686-0000.flac"]
+
+
+def _audio(path) -> np.ndarray:
+    return read_audio(path, target_rate=16000)[0]
+
+
+def _drive(rec, audio: np.ndarray, refine: RefineConfig) -> tuple[StreamDriver, list, list[Segment], float]:
+    """Feeds 0.1 s blocks; after each block waits for the refinement in flight, as real time would
+    give it time to finish. Returns (driver, views [(finals so far, Result)], finals, max open s)."""
+    finals: list[Segment] = []
+    views: list[tuple[list[str], Result]] = []
+    driver = StreamDriver(rec.create_stream(), finals=rec.finals_worker(), refine=refine,
+                          on_partial=lambda r: views.append(([s.text for s in finals], r)),
+                          on_segment=finals.append)
+    longest_open = 0.0
+    for i in range(0, audio.size, 1600):
+        driver.accept_waveform(16000, audio[i : i + 1600])
+        in_flight = driver.refiner._in_flight
+        if in_flight is not None:
+            in_flight.result(30)
+        driver.take_finals()
+        longest_open = max(longest_open, driver.stream.open_utterance_s)
+    driver.finish()
+    return driver, views, finals, longest_open
+
+
+@pytest.fixture(scope="module")
+def rec():
+    return create_recognizer(RecognizerConfig(device="cpu", threads=2))
+
+
+def _words(text: str) -> list[str]:
+    return text.split()
+
+
+def test_committed_words_never_change_and_finals_keep_them(rec):
+    audio = np.concatenate([_audio(FILES[0]), np.zeros(24000, np.float32), _audio(FILES[2])])
+    driver, views, finals, _ = _drive(rec, audio, RefineConfig())
+    assert driver.refiner.refinements >= 10 and len(views) >= 10
+    settled: list[str] = []  # finals + committed words of the latest view
+    for done, view in views:
+        now = _words(" ".join([*done, view.committed]))
+        assert now[: len(settled)] == settled, (settled, now)  # only ever extended
+        assert view.text == " ".join(filter(None, [view.committed, view.tentative]))
+        settled = now
+    everything = _words(" ".join(s.text for s in finals))
+    assert everything[: len(settled)] == settled  # the finals kept every committed word
+    assert any(v.committed for _, v in views) and any(v.tentative for _, v in views)
+    # readable: the views a viewer saw are close to the reference long before the end
+    reference = ("margaret said mister hale as he returned from showing his guest downstairs i could not "
+                 "help watching your face with some anxiety when mister thornton made his confession of "
+                 "having been a shop boy")
+    mid = " ".join(normalize_transcript(v.text) for _, v in views[len(views) // 4 : len(views) // 4 + 1])
+    assert mid and corpus_error_rates([(" ".join(reference.split()[: len(mid.split())]), mid)]).wer < 0.5
+
+
+def test_speech_without_pauses_is_cut_at_committed_words_and_stays_bounded():
+    rec = create_recognizer(RecognizerConfig(device="cpu", threads=2, endpoint=EndpointConfig(enabled=False)))
+    audio = np.concatenate([_audio(p) for p in FILES])  # ~38 s, no endpoint ever fires
+    config = RefineConfig(max_open_s=6.0)
+    driver, views, finals, longest_open = _drive(rec, audio, config)
+    cuts = finals[:-1]  # all but the last came from cuts (no endpoints)
+    assert len(cuts) >= 3
+    # the record of the open utterance (what a refinement re-decodes) stays bounded
+    assert longest_open <= config.max_open_s + 3.0, longest_open
+    assert all(a.end <= b.start + 1e-6 for a, b in zip(finals, finals[1:], strict=False))
+    hyp = " ".join(s.text for s in finals)
+    ref = " ".join(["margaret said mister hale as he returned from showing his guest downstairs i could not "
+                    "help watching your face with some anxiety when mister thornton made his confession of "
+                    "having been a shop boy"])
+    assert corpus_error_rates([(ref, " ".join(hyp.split()[: len(ref.split())]))]).wer < 0.3
+
+
+def test_agreement_and_views():
+    w = [Word(t, i, i + 0.5) for i, t in enumerate(["Hello,", "world", "again"])]
+    assert agreed_prefix(w, [Word("hello", 0, 1), Word("World.", 1, 2)]) == 2
+    assert agreed_prefix(w, [Word("Hullo", 0, 1)]) == 0
+    from rich.text import Text
+
+    from streamcli.cli.common import partial_text
+    from streamcli.serve import partial_message
+
+    text = partial_text(Result("a b c", committed="a b", tentative="c"), "italic")
+    assert isinstance(text, Text) and text.plain == "a b c"
+    styles = {text.plain[s.start : s.end].strip(): str(s.style) for s in text.spans}
+    assert "dim" in styles["c"] and all("dim" not in str(s.style) for s in text.spans if s.end <= 3)
+    assert partial_message(Result("a b c", committed="a b", tentative="c")) == {
+        "partial": "a b c", "committed": "a b", "tentative": "c"}
+    assert partial_message(Result("first pass")) == {"partial": "first pass"}  # Vosk as before
+
+
+def test_live_renderer_dims_tentative_words():
+    from rich.console import Console
+
+    from streamcli.cli.live import LiveRenderer
+    from streamcli.live import PartialEvent
+
+    renderer = LiveRenderer(Console(width=80, force_terminal=False))
+    renderer(PartialEvent("we choose to go", "we choose", "to go"))
+    text = renderer._renderable()
+    assert text.plain.startswith("we choose to go")
+    dim = [text.plain[s.start : s.end] for s in text.spans if "dim" in str(s.style)]
+    assert dim and dim[0].strip() == "to go"
+
+
+class _Pass:
+    name = "test"
+    needs_hidden = False
+    max_frames = 3000
+
+    def __init__(self) -> None:
+        self.final_times_ms: list[float] = []
+        self.calls: list[list[str]] = []
+        self.gate = threading.Event()
+
+    def finalize(self, utterances: Sequence[ClosedUtterance]) -> list[Segment | None]:
+        self.gate.wait(5)
+        self.calls.append([u.first_pass.text for u in utterances])
+        time.sleep(0.01)
+        return [u.first_pass for u in utterances]
+
+
+def test_refinements_are_shed_before_finals():
+    second = _Pass()
+    worker = FinalsWorker(second, max_batch=8)
+
+    def utt(text: str) -> ClosedUtterance:
+        return ClosedUtterance(np.zeros((100, 80), np.float32), np.zeros((20, 4), np.float32), None, 0,
+                               Segment(0, 1, text))
+
+    first = worker.submit_refinement(utt("r0"))  # occupies the worker until the gate opens
+    time.sleep(0.1)
+    refinements = [worker.submit_refinement(utt(f"r{i}")) for i in range(1, 4)]
+    final = worker.submit(utt("final"))
+    second.gate.set()
+    final.result(5)
+    for f in [first, *refinements]:
+        f.result(5)
+    assert second.calls[0] == ["r0"] and second.calls[1] == ["final"]  # the final jumped the queue
+    assert second.calls[2] == ["r1", "r2", "r3"]
+    assert len(worker.stats.latency_ms) == 1 and len(worker.refine_stats.latency_ms) == 4
