@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import bisect
 import csv
 import difflib
 import json
@@ -49,6 +50,7 @@ REPO = Path(__file__).resolve().parent.parent
 DEV_TSV = REPO.parent / "shared" / "data" / "dev" / "dev.tsv"
 GAP_S = 0.6
 MESSAGE_S = 0.2
+SPOKEN_SLACK_S = 0.1  # the aligner's word ends are to the 10 ms; a view may come just at the end
 
 
 @dataclass
@@ -90,8 +92,10 @@ def score(clip: Clip, views: list[tuple[float, str]], audio_end_s: float) -> dic
     revised = added = 0
     for t, text in views:
         hyp = normalize_transcript(text).split()
+        # Only words spoken by then can be shown correctly (a common word must not match a later one).
+        spoken = bisect.bisect_right(clip.ends_s, t + SPOKEN_SLACK_S)
         good = set()
-        for block in difflib.SequenceMatcher(a=ref, b=hyp, autojunk=False).get_matching_blocks():
+        for block in difflib.SequenceMatcher(a=ref[:spoken], b=hyp, autojunk=False).get_matching_blocks():
             good.update(range(block.a, block.a + block.size))
         for i in range(len(ref)):
             if i in good:

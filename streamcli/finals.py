@@ -48,6 +48,16 @@ class ClosedUtterance:
     def audio_s(self) -> float:
         return self.features.shape[0] / 100.0
 
+    @property
+    def start_s(self) -> float:
+        """Stream time where the utterance's audio starts."""
+        return self.start_frame * self.log_probs_frame_s
+
+    @property
+    def log_probs_frame_s(self) -> float:
+        """Seconds per first-pass frame (its features are 10 ms frames)."""
+        return self.features.shape[0] / 100.0 / max(1, self.log_probs.shape[0])
+
 
 class SecondPass(Protocol):
     """A second pass: rewrites a batch of closed utterances (from any streams) at once."""

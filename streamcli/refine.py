@@ -31,10 +31,15 @@ class RefineConfig:
 
     every_s: float = 0.5  # a refinement once this much new audio arrived since the last one
     max_open_s: float = 8.0  # beyond this, cut the open utterance after its last committed word
+    # A refinement's words ending this close to the end of its audio are not shown yet: the speaker
+    # is usually still inside them ("show" before "showing"), and showing them made most revisions.
+    hold_back_s: float = 0.3
 
     def validate(self) -> RefineConfig:
         if not 0.1 <= self.every_s <= 30:
             raise ValueError(f"refine every_s must be 0.1..30 s, got {self.every_s}")
+        if not 0 <= self.hold_back_s <= 5:
+            raise ValueError(f"refine hold_back_s must be 0..5 s, got {self.hold_back_s}")
         if not 2 <= self.max_open_s <= 28:
             raise ValueError(f"refine max_open_s must be 2..28 s, got {self.max_open_s}")
         return self
@@ -74,9 +79,11 @@ class Refiner:
     def reset(self) -> None:
         """A new utterance: nothing committed or tentative; a refinement in flight is dropped."""
         self.committed: list[Word] = []
-        self.tentative: list[Word] = []
+        self.hypothesis: list[Word] = []  # the newest refinement after the committed words
+        self.tentative: list[Word] = []  # what of it is shown (the words held back left out)
         self._in_flight: Future | None = None
         self._submitted_s = 0.0  # open audio (s) at the last submission
+        self._audio_end_s = 0.0  # stream time where the audio of the refinement in flight ends
 
     @property
     def view(self) -> View:
@@ -95,6 +102,7 @@ class Refiner:
         if utterance is None:  # nothing heard yet
             return
         self._submitted_s = open_s
+        self._audio_end_s = utterance.start_s + utterance.audio_s
         self._in_flight = self.worker.submit_refinement(replace(utterance, committed=tuple(self.committed)))
 
     def poll(self) -> bool:
@@ -108,10 +116,12 @@ class Refiner:
         if words[: len(self.committed)] != self.committed:  # the decode came back without them
             words = self.committed + words
         new = words[len(self.committed) :]
-        agreed = agreed_prefix(self.tentative, new)
+        agreed = agreed_prefix(self.hypothesis, new)
         before = self.view
         self.committed += new[:agreed]
-        self.tentative = new[agreed:]
+        self.hypothesis = new[agreed:]
+        limit = self._audio_end_s - self.config.hold_back_s
+        self.tentative = [w for w in self.hypothesis if w.end <= limit]
         self.refinements += 1
         return self.view != before
 
