@@ -143,9 +143,9 @@ def run_in_process(clip: Clip, threads: int, refine: bool) -> tuple[list[dict], 
     audio_end_s = clip.audio.size / 16000
     for segment in segments:
         finals.append(segment.text)
-        if not refine:
+        if not refine:  # refining, the driver calls on_partial right after each final instead
             partial[0] = ""  # the first pass's partial restarts with the next utterance
-        views.append((time.perf_counter() - start[0], " ".join([*finals, partial[0]])))
+            views.append((time.perf_counter() - start[0], " ".join([*finals, partial[0]])))
     cpu1 = resource.getrusage(resource.RUSAGE_SELF)
     cpu = (cpu1.ru_utime + cpu1.ru_stime) - (cpu0.ru_utime + cpu0.ru_stime)
     return [score(clip, views, audio_end_s)], cpu / audio_end_s

@@ -30,6 +30,8 @@ import numpy as np
 from streamcli.results import Segment, Word
 
 DEFAULT_MAX_BATCH = 16  # rows of one batched decode: beyond ~16 a step costs as much as two
+# Refinements go in smaller batches: a final that arrives meanwhile waits for at most one of them.
+MAX_REFINE_BATCH = 4
 
 
 @dataclass(frozen=True)
@@ -241,7 +243,8 @@ class FinalsWorker:
                     self._cond.wait()
                 refining = not self._queue
                 queue = self._refinements if refining else self._queue
-                jobs = [queue.popleft() for _ in range(min(self.max_batch, len(queue)))]
+                limit = min(self.max_batch, MAX_REFINE_BATCH) if refining else self.max_batch
+                jobs = [queue.popleft() for _ in range(min(limit, len(queue)))]
                 self._busy_rows = len(jobs)
                 self._busy_audio_s = sum(job.utterance.audio_s for job in jobs)
             started_s = time.perf_counter()

@@ -651,7 +651,7 @@ class StreamDriver:
                     self.on_segment(segment)
                 yield segment
             if view is not None:
-                self._publish()  # that utterance's words left the partial: its final has them
+                self._publish(force=True)  # that utterance's words left the partial: its final has them
 
     def _refine(self) -> None:
         """Applies a finished refinement and cuts a long open utterance (its committed words become a
@@ -680,9 +680,11 @@ class StreamDriver:
         return Result(" ".join(w.word for w in words), words=words,
                       committed=" ".join(w.word for w in committed), tentative=" ".join(w.word for w in rest))
 
-    def _publish(self) -> None:
+    def _publish(self, force: bool = False) -> None:
+        """Calls on_partial with the view when it changed (``force``: also when the same, e.g. after
+        a final, so a viewer always hears what the partial is once a final has been delivered)."""
         view = self._view()
-        if (view.committed, view.tentative) != (self._shown.committed, self._shown.tentative):
+        if force or (view.committed, view.tentative) != (self._shown.committed, self._shown.tentative):
             self._shown = view
             if self.on_partial is not None:
                 self.on_partial(view)

@@ -156,12 +156,12 @@ def test_refinements_are_shed_before_finals():
 
     first = worker.submit_refinement(utt("r0"))  # occupies the worker until the gate opens
     time.sleep(0.1)
-    refinements = [worker.submit_refinement(utt(f"r{i}")) for i in range(1, 4)]
+    refinements = [worker.submit_refinement(utt(f"r{i}")) for i in range(1, 6)]
     final = worker.submit(utt("final"))
     second.gate.set()
     final.result(5)
     for f in [first, *refinements]:
         f.result(5)
     assert second.calls[0] == ["r0"] and second.calls[1] == ["final"]  # the final jumped the queue
-    assert second.calls[2] == ["r1", "r2", "r3"]
-    assert len(worker.stats.latency_ms) == 1 and len(worker.refine_stats.latency_ms) == 4
+    assert second.calls[2] == ["r1", "r2", "r3", "r4"] and second.calls[3] == ["r5"]  # at most 4 a batch
+    assert len(worker.stats.latency_ms) == 1 and len(worker.refine_stats.latency_ms) == 6
