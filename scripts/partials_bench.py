@@ -18,6 +18,7 @@ Reported (pooled over the streams):
 - shown WER: the view at the moment the audio ends (before any endpoint or flush) against the
   reference;
 - revisions: words removed or replaced from one view to the next, as a share of the words shown;
+- final WER: the last view (every final) against the reference;
 - CPU seconds per audio second (this process, or the server's).
 
     python scripts/partials_bench.py --streams 1 --seconds 120 --json partials.json [--no-refine]
@@ -113,6 +114,7 @@ def score(clip: Clip, views: list[tuple[float, str]], audio_end_s: float) -> dic
             shown_at_end = text
     settle = [since - end for since, end in zip(correct_since, clip.ends_s, strict=True) if since is not None]
     return {
+        "final_wer": corpus_error_rates([(" ".join(ref), views[-1][1] if views else "")]).wer,
         "settle_s": settle,
         "unsettled_words": sum(since is None for since in correct_since),
         "shown_at_end_wer": corpus_error_rates([(" ".join(ref), shown_at_end)]).wer,
@@ -240,6 +242,7 @@ def main() -> None:
         "unsettled_words": sum(s["unsettled_words"] for s in scores),
         "words": sum(len(s["settle_s"]) + s["unsettled_words"] for s in scores),
         "shown_at_end_wer": round(float(np.mean([s["shown_at_end_wer"] for s in scores])), 4),
+        "final_wer": round(float(np.mean([s["final_wer"] for s in scores])), 4),
         "revisions": round(sum(s["revised_words"] for s in scores) / shown, 4),
         "cpu_s_per_audio_s": round(cpu, 4),
     }

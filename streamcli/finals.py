@@ -17,6 +17,7 @@ is rewritten by it. This module is the family-neutral part of that:
 
 from __future__ import annotations
 
+import atexit
 import threading
 import time
 from collections import deque
@@ -196,6 +197,18 @@ class FinalsWorker:
         self._busy_audio_s = 0.0
         self._s_per_audio_s = 0.0  # moving average of finalize() seconds per audio second
         self._thread: threading.Thread | None = None
+        self._closed = False
+
+    def close(self, timeout_s: float = 30.0) -> None:
+        """Finalizes what is queued, drops the refinements not started, ends the thread."""
+        with self._cond:
+            self._closed = True
+            for job in self._refinements:
+                job.future.cancel()
+            self._refinements.clear()
+            self._cond.notify()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout_s)
 
     def submit(self, utterance: ClosedUtterance) -> Future:
         """A closed utterance's final: served before any refinement."""
@@ -209,9 +222,14 @@ class FinalsWorker:
     def _enqueue(self, queue: deque[_Job], utterance: ClosedUtterance) -> Future:
         future: Future = Future()
         with self._cond:
+            if self._closed:
+                raise RuntimeError("the second-pass worker is closed")
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="streamcli-finals", daemon=True)
                 self._thread.start()
+                # Before the interpreter tears down, let a batch in flight finish: onnxruntime aborts
+                # the process (std::terminate) when its threads vanish in the middle of a run.
+                atexit.register(self.close)
             queue.append(_Job(utterance, future, time.perf_counter()))
             self._cond.notify()
         return future
@@ -239,8 +257,10 @@ class FinalsWorker:
     def _run(self) -> None:
         while True:
             with self._cond:
-                while not self._queue and not self._refinements:
+                while not self._queue and not self._refinements and not self._closed:
                     self._cond.wait()
+                if not self._queue and not self._refinements:
+                    return  # closed
                 refining = not self._queue
                 queue = self._refinements if refining else self._queue
                 limit = min(self.max_batch, MAX_REFINE_BATCH) if refining else self.max_batch

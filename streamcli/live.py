@@ -405,11 +405,8 @@ class LiveTranscriber:
             block_end_s.append(fed_samples / model_rate)
             block_arrival_s.append(arrival_s)
 
-        emitted_s = 0.0  # clock when the newest partial was published
-
         def publish_partial(result: Result) -> None:
-            nonlocal last_partial, emitted_s
-            emitted_s = self._clock()
+            nonlocal last_partial
             if result.text != last_partial or result.committed:
                 last_partial = result.text
                 self._events.put(PartialEvent(result.text, result.committed, result.tentative))
@@ -438,11 +435,12 @@ class LiveTranscriber:
                 window = driver.step()
                 if window is None:
                     break
-                decode_s += self._clock() - t0
-                for tok in window.tokens:  # heard when its block arrived, shown when published
+                decoded_s = self._clock()
+                decode_s += decoded_s - t0
+                for tok in window.tokens:  # heard when its block arrived, decoded by the first pass now
                     i = bisect.bisect_left(block_end_s, tok.start - 1e-9)
                     arrival = block_arrival_s[min(i, len(block_arrival_s) - 1)]
-                    latency_ms = (emitted_s - arrival) * 1000.0
+                    latency_ms = (decoded_s - arrival) * 1000.0
                     self.summary.latencies_ms.append(latency_ms)
                     rolling.append(latency_ms)
                     self.summary.tokens += 1

@@ -30,7 +30,10 @@ class RefineConfig:
     """When to refine the open utterance and when to cut it (seconds of audio)."""
 
     every_s: float = 0.5  # a refinement once this much new audio arrived since the last one
-    max_open_s: float = 8.0  # beyond this, cut the open utterance after its last committed word
+    # Beyond this, cut the open utterance after its last committed word. Measured on 240 s of dev speech
+    # (finals WER, refinements at real-time cadence): no refinements 13.8 %, cut at 8 s 16.5 %, at 15 s
+    # or never 14.4 %: a cut costs Whisper its context, so only long stretches without a pause are cut.
+    max_open_s: float = 15.0
     # A refinement's words ending this close to the end of its audio are not shown yet: the speaker
     # is usually still inside them ("show" before "showing"), and showing them made most revisions.
     hold_back_s: float = 0.3
@@ -111,6 +114,8 @@ class Refiner:
         if future is None or not future.done():
             return False
         self._in_flight = None
+        if future.cancelled():  # the worker was closed before it started
+            return False
         segment: Segment | None = future.result()
         words = list(segment.words) if segment is not None else []
         if words[: len(self.committed)] != self.committed:  # the decode came back without them

@@ -165,3 +165,23 @@ def test_refinements_are_shed_before_finals():
     assert second.calls[0] == ["r0"] and second.calls[1] == ["final"]  # the final jumped the queue
     assert second.calls[2] == ["r1", "r2", "r3", "r4"] and second.calls[3] == ["r5"]  # at most 4 a batch
     assert len(worker.stats.latency_ms) == 1 and len(worker.refine_stats.latency_ms) == 6
+
+
+def test_closing_the_worker_finishes_finals_and_drops_refinements():
+    second = _Pass()
+    worker = FinalsWorker(second, max_batch=8)
+
+    def utt(text: str) -> ClosedUtterance:
+        return ClosedUtterance(np.zeros((100, 80), np.float32), np.zeros((20, 4), np.float32), None, 0,
+                               Segment(0, 1, text))
+
+    busy = worker.submit_refinement(utt("r0"))
+    time.sleep(0.1)
+    final = worker.submit(utt("final"))
+    dropped = worker.submit_refinement(utt("r1"))
+    second.gate.set()
+    worker.close()
+    assert busy.result(1).text == "r0" and final.result(1).text == "final" and dropped.cancelled()
+    assert not worker._thread.is_alive()
+    with pytest.raises(RuntimeError, match="closed"):
+        worker.submit(utt("late"))

