@@ -37,10 +37,20 @@ class RefineConfig:
     # A refinement's words ending this close to the end of its audio are not shown yet: the speaker
     # is usually still inside them ("show" before "showing"), and showing them made most revisions.
     hold_back_s: float = 0.3
+    # Words are committed only once this much audio follows them: Whisper revises a word when it hears
+    # what comes next ("What is" -> "What a"), and a committed word is kept by the final.
+    commit_after_s: float = 1.0
+    # Nor before the open utterance holds this much audio: a decode of its first second or two is the
+    # least reliable ("are traded" for "I've tried it", agreed on twice), and the final keeps it.
+    commit_from_s: float = 3.0
 
     def validate(self) -> RefineConfig:
         if not 0.1 <= self.every_s <= 30:
             raise ValueError(f"refine every_s must be 0.1..30 s, got {self.every_s}")
+        if not 0 <= self.commit_from_s <= 28:
+            raise ValueError(f"refine commit_from_s must be 0..28 s, got {self.commit_from_s}")
+        if not 0 <= self.commit_after_s <= 10:
+            raise ValueError(f"refine commit_after_s must be 0..10 s, got {self.commit_after_s}")
         if not 0 <= self.hold_back_s <= 5:
             raise ValueError(f"refine hold_back_s must be 0..5 s, got {self.hold_back_s}")
         if not 2 <= self.max_open_s <= 28:
@@ -87,6 +97,7 @@ class Refiner:
         self._in_flight: Future | None = None
         self._submitted_s = 0.0  # open audio (s) at the last submission
         self._audio_end_s = 0.0  # stream time where the audio of the refinement in flight ends
+        self._audio_s = 0.0  # and how much audio it holds
 
     @property
     def view(self) -> View:
@@ -106,6 +117,7 @@ class Refiner:
             return
         self._submitted_s = open_s
         self._audio_end_s = utterance.start_s + utterance.audio_s
+        self._audio_s = utterance.audio_s
         self._in_flight = self.worker.submit_refinement(replace(utterance, committed=tuple(self.committed)))
 
     def poll(self) -> bool:
@@ -122,6 +134,10 @@ class Refiner:
             words = self.committed + words
         new = words[len(self.committed) :]
         agreed = agreed_prefix(self.hypothesis, new)
+        while agreed and new[agreed - 1].end > self._audio_end_s - self.config.commit_after_s:
+            agreed -= 1
+        if self._audio_s < self.config.commit_from_s:
+            agreed = 0
         before = self.view
         self.committed += new[:agreed]
         self.hypothesis = new[agreed:]

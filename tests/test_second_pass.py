@@ -96,6 +96,8 @@ def test_converted_files_are_cached(two_pass):
         "whisper-encoder.onnx",
         "whisper-cross-kv.onnx",
         "whisper-decoder.onnx",
+        "whisper-encoder.int8.onnx",
+        "whisper-decoder.int8.onnx",
     }
     assert (folder / "source.json").is_file()
 

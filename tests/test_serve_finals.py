@@ -102,6 +102,7 @@ def test_newcomers_are_refused_while_finals_are_behind(slow_recognizer):
     try:
 
         async def run() -> None:
+            scheduler.finals_capacity = lambda: float("inf")  # only the wait decides here
             scheduler.final_wait_s = lambda: 5.0  # finals 5 s behind
             async with connect(running.url) as ws:
                 reply = json.loads(await ws.recv())
