@@ -84,10 +84,32 @@ def load_audio_16k(path: Path):
     return np.ascontiguousarray(samples, dtype=np.float32)
 
 
+def finals_with_refinements(recognizer, path: Path) -> tuple[str, float]:  # noqa: ANN001
+    """The finals a live or serve user gets with refinements on (streamcli.refine), at the cadence of
+    real time on a machine that keeps up: 0.1 s blocks, each refinement awaited before the next block
+    (fast and repeatable, unlike a 1x wall-clock run). Returns (text, seconds of audio)."""
+    from streamcli.audio import read_audio
+    from streamcli.recognizer import StreamDriver
+    from streamcli.refine import RefineConfig
+
+    audio, rate = read_audio(path, target_rate=16000)
+    finals: list[str] = []
+    driver = StreamDriver(recognizer.create_stream(), finals=recognizer.finals_worker(),
+                          refine=RefineConfig(), on_segment=lambda s: finals.append(s.text))
+    for i in range(0, audio.size, rate // 10):
+        driver.accept_waveform(rate, audio[i : i + rate // 10])
+        in_flight = driver.refiner._in_flight if driver.refiner is not None else None
+        if in_flight is not None:
+            in_flight.result()
+        driver.take_finals()
+    driver.finish()
+    return " ".join(finals), audio.size / rate
+
+
 def decode_with_model(rows: list[ManifestRow], model: str, *, device: str, threads: int,
                       window_frames: int | None, overlap_frames: int | None, rescore: bool | None,
-                      second_pass_frames: str = "teacher", second_pass_precision: str = "auto"
-                      ) -> tuple[dict[str, str], dict[str, object]]:
+                      second_pass_frames: str = "teacher", second_pass_precision: str = "auto",
+                      refine: bool = False) -> tuple[dict[str, str], dict[str, object]]:
     """Hypotheses by id (every file through streamcli.transcription.transcribe, endpoints included, as a
     user's `streamcli transcribe` would), plus facts about the run (provider, RTF, second-pass cost)."""
     import numpy as np
@@ -105,10 +127,14 @@ def decode_with_model(rows: list[ManifestRow], model: str, *, device: str, threa
     chunk_ms: list[float] = []
     start = time.perf_counter()
     for row in rows:
-        flow, stats = transcribe(str(row.audio_path), recognizer)
-        hypotheses[row.utt_id] = " ".join(seg.text for seg in flow)
-        audio_s += stats.audio_s
-        chunk_ms += stats.chunk_times_ms
+        if refine:
+            hypotheses[row.utt_id], seconds = finals_with_refinements(recognizer, row.audio_path)
+            audio_s += seconds
+        else:
+            flow, stats = transcribe(str(row.audio_path), recognizer)
+            hypotheses[row.utt_id] = " ".join(seg.text for seg in flow)
+            audio_s += stats.audio_s
+            chunk_ms += stats.chunk_times_ms
         print(f"\r{len(hypotheses)}/{len(rows)} utterances", end="", file=sys.stderr, flush=True)
     print(file=sys.stderr)
     wall_s = time.perf_counter() - start
@@ -185,6 +211,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="second pass on/off (default: on where the model has one)")
     parser.add_argument("--second-pass-frames", default="teacher", help="teacher | student")
     parser.add_argument("--second-pass-precision", default="auto", help="auto | int8 | float32")
+    parser.add_argument("--refine", action="store_true",
+                        help="finals as live/serve give them with refinements on (real-time cadence)")
     parser.add_argument("--window", type=int, default=None, help="window frames W (wctc models)")
     parser.add_argument("--overlap", type=int, default=None, help="overlap frames O (wctc models)")
     parser.add_argument("--out-tsv", type=Path, default=None, help="per-utterance details")
@@ -203,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
             hypotheses, facts = decode_with_model(
                 rows, args.model, device=args.device, threads=args.threads, window_frames=args.window,
                 overlap_frames=args.overlap, rescore=args.rescore, second_pass_frames=args.second_pass_frames,
-                second_pass_precision=args.second_pass_precision)
+                second_pass_precision=args.second_pass_precision, refine=args.refine)
         rates = score(rows, hypotheses)
         subsets: dict[str, list[ManifestRow]] = {}
         root = subset_root(rows, args.data)

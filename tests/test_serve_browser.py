@@ -137,11 +137,15 @@ def captions_in_browser(url: str, wav: Path, profile: Path, screenshot: Path, au
 
         return asyncio.run(run())
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_chromium(proc)
+
+
+def stop_chromium(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
 
 
 def test_captions_page_in_chromium(tmp_path):
@@ -205,11 +209,7 @@ def test_looping_microphone_shows_the_words_within_2_s(tmp_path):
 
         asyncio.run(run())
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_chromium(proc)
         running.stop()
     assert first_audio, "the page never sent audio"
     late = []
