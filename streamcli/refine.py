@@ -15,14 +15,22 @@ from __future__ import annotations
 from collections.abc import Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from streamcli.metrics import normalize_transcript
 from streamcli.results import Segment, Word
 
 if TYPE_CHECKING:
-    from streamcli.finals import FinalsWorker
-    from streamcli.recognizer import Stream
+    from streamcli.finals import ClosedUtterance, FinalsWorker
+
+
+class Stream(Protocol):
+    """What a refiner needs of a stream (streamcli.recognizer.Stream has it)."""
+
+    @property
+    def open_utterance_s(self) -> float: ...
+    def snapshot_utterance(self) -> ClosedUtterance | None: ...
+    def cut_utterance(self, at_s: float) -> None: ...
 
 
 @dataclass(frozen=True)
