@@ -46,20 +46,11 @@ class ClosedUtterance:
     first_pass: Segment  # the utterance as the first pass wrote it
     # Words already committed on screen (streamcli.refine): the final keeps them as they are.
     committed: tuple[Word, ...] = ()
+    start_s: float = 0.0  # stream time of start_frame (the recorder knows the encoder frame length)
 
     @property
     def audio_s(self) -> float:
         return self.features.shape[0] / 100.0
-
-    @property
-    def start_s(self) -> float:
-        """Stream time where the utterance's audio starts."""
-        return self.start_frame * self.log_probs_frame_s
-
-    @property
-    def log_probs_frame_s(self) -> float:
-        """Seconds per first-pass frame (its features are 10 ms frames)."""
-        return self.features.shape[0] / 100.0 / max(1, self.log_probs.shape[0])
 
 
 class SecondPass(Protocol):
@@ -130,6 +121,7 @@ class UtteranceRecorder:
             hidden=self._hidden[0] if self._hidden else None,
             start_frame=self._start_frame or 0,
             first_pass=first_pass,
+            start_s=self.start_s or 0.0,
         )
 
     def close(self, first_pass: Segment | None) -> ClosedUtterance | None:
@@ -139,10 +131,13 @@ class UtteranceRecorder:
         self.reset()
         return record
 
-    def cut(self, encoder_frames: int) -> None:
-        """Drops the utterance's first ``encoder_frames`` (their words became a segment of their own):
-        the record starts later, and a refinement of what is left costs less."""
-        if not self._features or encoder_frames <= 0:
+    def cut(self, at_s: float) -> None:
+        """Drops what precedes stream time ``at_s`` (its words became a segment of their own): the
+        record starts later, and a refinement of what is left costs less."""
+        if not self._features or self._start_frame is None:
+            return
+        encoder_frames = int((at_s - self._start_frame * self.encoder_frame_s) / self.encoder_frame_s + 1e-6)
+        if encoder_frames <= 0:
             return
         self._compact()
         per_frame = max(1, round(self._features[0].shape[0] / max(1, self._log_probs[0].shape[0])))

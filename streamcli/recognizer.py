@@ -459,9 +459,8 @@ class Stream:
     def cut_utterance(self, at_s: float) -> None:
         """The second pass's record of the open utterance starts at ``at_s`` from now on (the words
         before it became a segment); the first pass's hypothesis is not touched."""
-        if self._utterance is not None and self._utterance.start_s is not None:
-            frame_s = self._rec.info.subsampling * self._rec.info.frame_shift_ms / 1000.0
-            self._utterance.cut(int((at_s - self._utterance.start_s) / frame_s + 1e-6))
+        if self._utterance is not None:
+            self._utterance.cut(at_s)
 
     @property
     def open_utterance_s(self) -> float:

@@ -129,6 +129,11 @@ def test_live_renderer_dims_tentative_words():
     assert dim and dim[0].strip() == "to go"
 
 
+def utt(text: str) -> ClosedUtterance:
+    return ClosedUtterance(np.zeros((100, 80), np.float32), np.zeros((20, 4), np.float32), None, 0,
+                           Segment(0, 1, text))
+
+
 class _Pass:
     name = "test"
     needs_hidden = False
@@ -150,10 +155,6 @@ def test_refinements_are_shed_before_finals():
     second = _Pass()
     worker = FinalsWorker(second, max_batch=8)
 
-    def utt(text: str) -> ClosedUtterance:
-        return ClosedUtterance(np.zeros((100, 80), np.float32), np.zeros((20, 4), np.float32), None, 0,
-                               Segment(0, 1, text))
-
     first = worker.submit_refinement(utt("r0"))  # occupies the worker until the gate opens
     time.sleep(0.1)
     refinements = [worker.submit_refinement(utt(f"r{i}")) for i in range(1, 6)]
@@ -170,10 +171,6 @@ def test_refinements_are_shed_before_finals():
 def test_closing_the_worker_finishes_finals_and_drops_refinements():
     second = _Pass()
     worker = FinalsWorker(second, max_batch=8)
-
-    def utt(text: str) -> ClosedUtterance:
-        return ClosedUtterance(np.zeros((100, 80), np.float32), np.zeros((20, 4), np.float32), None, 0,
-                               Segment(0, 1, text))
 
     busy = worker.submit_refinement(utt("r0"))
     time.sleep(0.1)

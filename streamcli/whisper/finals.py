@@ -68,7 +68,7 @@ class WhisperFinals:
         committed = list(utterance.committed)
         if not text:
             return _join(committed, [], []) if committed else None
-        start_s = round(utterance.start_frame * self._frame_s, 6)
+        start_s = round(utterance.start_s, 6)
         log_probs = utterance.log_probs
         words = align_words(text.split(), log_probs, self._char_table, start_s,
                             start_s + log_probs.shape[0] * self._frame_s, self._frame_s)
