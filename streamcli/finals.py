@@ -183,6 +183,7 @@ class FinalsWorker:
         self.second_pass = second_pass
         self.max_batch = max_batch
         self.on_done: Callable[[], None] | None = None
+        self.on_final_latency: Callable[[float], None] | None = None  # seconds, per final (a server's metrics)
         self.stats = FinalsStats()
         self.refine_stats = FinalsStats()
         self._queue: deque[_Job] = deque()  # finals
@@ -278,6 +279,8 @@ class FinalsWorker:
                 stats.busy_s += done_s - started_s
                 for job, segment in zip(jobs, segments, strict=True):
                     stats.latency_ms.append((done_s - job.submitted_s) * 1000.0)
+                    if not refining and self.on_final_latency is not None:
+                        self.on_final_latency(done_s - job.submitted_s)
                     job.future.set_result(segment)
             finally:
                 with self._cond:

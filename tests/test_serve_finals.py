@@ -102,7 +102,7 @@ def test_newcomers_are_refused_while_finals_are_behind(slow_recognizer):
     try:
 
         async def run() -> None:
-            scheduler.finals_capacity = lambda: float("inf")  # only the wait decides here
+            running.server.finals_capacity = lambda: float("inf")  # only the wait decides here
             scheduler.final_wait_s = lambda: 5.0  # finals 5 s behind
             async with connect(running.url) as ws:
                 reply = json.loads(await ws.recv())
@@ -146,7 +146,7 @@ def test_newcomers_beyond_the_measured_finals_capacity_are_refused():
         calibrate = ClosedUtterance(np.zeros((500, 80), np.float32), np.zeros((100, 4), np.float32), None, 0,
                                     Segment(0.0, 5.0, "a"))
         worker.submit(calibrate).result(10)  # SLOW_S per 5 s of audio: 0.4 s per audio second
-        capacity = running.server.scheduler.finals_capacity()
+        capacity = running.server.finals_capacity()
         assert capacity == pytest.approx(FINALS_UTILIZATION * 5.0 / SLOW_S, rel=0.2)
         assert 1 <= capacity < 2
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
 
 from streamcli.cli.common import (
@@ -39,17 +41,38 @@ def serve(
         30.0, "--idle-timeout", help="Close a connection silent this long (s)."
     ),
     token: str | None = typer.Option(
-        None, "--token", help="Require ?token=SECRET or 'Authorization: Bearer SECRET'."
+        None, "--token", help="Require ?token=SECRET or 'Authorization: Bearer SECRET' (also $STREAMCLI_TOKEN; "
+        "the command line is visible to other users in ps).", show_default=False,
     ),
+    token_file: Path | None = typer.Option(
+        None, "--token-file", help="Read the token from the first line of this file."
+    ),
+    allow_origin: list[str] = typer.Option(
+        [], "--allow-origin", help="Browser origin allowed besides the server's own page (repeatable; '*': any)."
+    ),
+    max_queued_audio: float = typer.Option(
+        5.0, "--max-queued-audio", help="Stop reading a client while this much of its audio waits (s)."
+    ),
+    write_timeout: float = typer.Option(
+        10.0, "--write-timeout", help="Close a client that does not take an answer within this long (s)."
+    ),
+    max_upload_mb: int = typer.Option(200, "--max-upload-mb", help="Largest REST upload (MiB)."),
+    max_file_jobs: int = typer.Option(2, "--max-file-jobs", help="REST transcriptions at once."),
     max_final_wait: float = typer.Option(
         1.0, "--max-final-wait", help="Refuse new connections (1013) while finals are this far behind (s)."
     ),
     debug: bool = DEBUG_OPTION,
 ) -> None:
-    """Serve live transcription over WebSocket (vosk-server protocol) and a captions page at /."""
+    """Serve live transcription on one port: the vosk-server WebSocket protocol, OpenAI-compatible
+    REST (/v1/audio/transcriptions) and Realtime (/v1/realtime), a captions page at /, /healthz,
+    /readyz and /metrics.
+
+    An OpenAI client points at it with base_url="http://HOST:PORT/v1" (api_key = the token, or any
+    text without --token); see the README.
+    """
 
     def body() -> None:
-        from streamcli.serve import ServeConfig, Server
+        from streamcli.serve import ServeConfig, Server, read_token
 
         config = ServeConfig(
             host=host,
@@ -57,16 +80,21 @@ def serve(
             max_streams=max_streams,
             max_message_bytes=max_message_kb * 1024,
             idle_timeout_s=idle_timeout,
-            token=token,
+            token=read_token(token, token_file),
             max_final_wait_s=max_final_wait,
             refine=refine is not False,
+            allow_origins=list(allow_origin),
+            max_queued_audio_s=max_queued_audio,
+            write_timeout_s=write_timeout,
+            max_upload_bytes=max_upload_mb * 1024 * 1024,
+            max_file_jobs=max_file_jobs,
         ).validate()
         recognizer = load_recognizer(model, device, threads, 0, None, window, overlap, rescore)
 
         def ready(bound: int) -> None:
             err_console.print(
                 f"serving {recognizer.info.name} on ws://{host}:{bound}/ "
-                f"(captions page: http://{host}:{bound}/); "
+                f"(captions page: http://{host}:{bound}/, OpenAI API: http://{host}:{bound}/v1); "
                 f"up to {max_streams} streams; Ctrl-C to stop",
                 markup=False,
                 highlight=False,

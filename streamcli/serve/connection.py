@@ -1,0 +1,117 @@
+"""One accepted WebSocket: a bounded outbox written by one sender task, every write under a timeout.
+
+A client that does not read its answers fills its socket buffer; a write that does not complete within
+``write_timeout_s`` (or an outbox grown past ``max_outbox`` messages) ends the connection, so its slot
+is freed instead of being held for ever.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+
+from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
+
+MAX_OUTBOX = 256  # unsent answers before a client counts as not reading
+
+
+class ClientGone(Exception):
+    """The client went away or stopped reading; the handler ends its session."""
+
+
+class Connection:
+    def __init__(self, websocket: WebSocket, write_timeout_s: float, max_outbox: int = MAX_OUTBOX) -> None:
+        self.websocket = websocket
+        self.write_timeout_s = write_timeout_s
+        self.max_outbox = max_outbox
+        self.loop = asyncio.get_running_loop()
+        self._outbox: asyncio.Queue[str | None] = asyncio.Queue()
+        self._sender: asyncio.Task | None = None
+        self.gone = asyncio.Event()  # set when a write failed or timed out
+
+    def start(self) -> None:
+        self._sender = asyncio.create_task(self._send_loop())
+
+    def post(self, message: dict) -> None:
+        """Queues a JSON message (event loop thread only)."""
+        if self.gone.is_set():
+            return
+        if self._outbox.qsize() >= self.max_outbox:
+            self.gone.set()  # not reading: the handler closes the connection
+            return
+        self._outbox.put_nowait(json.dumps(message, ensure_ascii=False))
+
+    def post_threadsafe(self, message: dict) -> None:
+        self.loop.call_soon_threadsafe(self.post, message)
+
+    async def drain(self) -> None:
+        """Waits until every queued message is written (or the client is gone)."""
+        self._outbox.put_nowait(None)
+        if self._sender is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sender
+
+    async def _send_loop(self) -> None:
+        while True:
+            text = await self._outbox.get()
+            if text is None:
+                return
+            try:
+                await asyncio.wait_for(self.websocket.send_text(text), self.write_timeout_s)
+            except Exception:  # timed out, reset or closed: nothing more can reach this client
+                self.gone.set()
+                return
+
+    async def receive(self, timeout_s: float) -> str | bytes:
+        """The next message; raises TimeoutError when idle, ClientGone when the client left or stopped
+        reading."""
+        receive = asyncio.ensure_future(self.websocket.receive())
+        gone = asyncio.ensure_future(self.gone.wait())
+        try:
+            done, _ = await asyncio.wait(
+                {receive, gone}, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            gone.cancel()
+        if receive not in done:
+            receive.cancel()
+            if gone in done:
+                raise ClientGone()
+            raise TimeoutError()
+        message = receive.result()
+        if message["type"] == "websocket.disconnect":
+            raise ClientGone()
+        if message.get("bytes") is not None:
+            return message["bytes"]
+        return message.get("text") or ""
+
+    async def until(self, event: asyncio.Event) -> None:
+        """Waits for ``event``; ClientGone if the client goes first."""
+        waiters = {asyncio.ensure_future(event.wait()), asyncio.ensure_future(self.gone.wait())}
+        try:
+            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waiters:
+                waiter.cancel()
+        if not event.is_set():
+            raise ClientGone()
+
+    async def close(self, code: int = 1000, reason: str = "") -> None:
+        """Sends what is queued, then the close frame, each under the write timeout."""
+        if not self.gone.is_set():
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self.drain(), self.write_timeout_s)
+        if self._sender is not None and not self._sender.done():
+            self._sender.cancel()
+        if self.websocket.application_state == WebSocketState.CONNECTED:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.websocket.close(code, reason[:120]), self.write_timeout_s)
+
+    async def fail(self, error: dict, code: int, reason: str) -> None:
+        """An error message, then the close frame with the reason."""
+        self.post(error)
+        await self.close(code, reason)
+
+
+__all__ = ["ClientGone", "Connection", "WebSocketDisconnect"]

@@ -1,0 +1,294 @@
+"""OpenAI Realtime transcription sessions over WebSocket (``/v1/realtime?intent=transcription``).
+
+Client events: ``session.update`` (or the older ``transcription_session.update``; input audio
+``audio/pcm`` = pcm16 mono at 24000 Hz as the API specifies, or 16000), ``input_audio_buffer.append``
+(base64), ``input_audio_buffer.commit`` (the audio so far is one finished turn: decoded to its end and
+finalized; later audio starts the next), ``input_audio_buffer.clear`` (the open turn is discarded).
+
+Server events, mapped from our stream: ``session.created`` / ``session.updated``;
+``input_audio_buffer.speech_started`` when the open utterance first shows text (``audio_start_ms`` =
+its first word's start); ``input_audio_buffer.speech_stopped`` + ``input_audio_buffer.committed``
+when our endpointing closes it (server VAD is our endpoint detector; it is always on);
+``conversation.item.input_audio_transcription.delta`` for each word that will no longer change on
+screen (with a two-pass model: a *committed* word of the second pass's refinement; with a one-pass
+model: every word of the first-pass hypothesis but the last, which may still grow); and
+``...completed`` with the final text (the second pass), which is authoritative: the deltas of an item
+concatenate to a prefix of it in almost every case, but the final decode may still differ from the
+committed words on a rare word, and tentative words are never sent as deltas. Errors are ``error``
+events; the connection stays open unless the client breaks the transport.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import itertools
+from collections import deque
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from streamcli.results import Result
+from streamcli.serve.connection import ClientGone, Connection
+from streamcli.serve.scheduler import Session, Update
+from streamcli.serve.vosk import parse_json
+
+if TYPE_CHECKING:
+    from streamcli.serve.app import Server
+
+RATES = (24000, 16000)
+_ids = itertools.count(1)
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}_{next(_ids):012d}"
+
+
+def error_event(
+    message: str,
+    kind: str = "invalid_request_error",
+    code: str = "invalid_event",
+    event_id: str | None = None,
+) -> dict:
+    return {
+        "type": "error",
+        "event_id": new_id("event"),
+        "error": {"type": kind, "code": code, "message": message, "param": None, "event_id": event_id},
+    }
+
+
+def stable_words(partial: Result) -> list[str]:
+    """The words of the partial that will not change (see the module docstring)."""
+    if partial.committed or partial.tentative:
+        return partial.committed.split()
+    return partial.text.split()[:-1]
+
+
+class RealtimeClient:
+    """Turns the scheduler's updates into Realtime events (on the event loop)."""
+
+    def __init__(self, connection: Connection) -> None:
+        self.connection = connection
+        self.open_item: str | None = None
+        self.open_start_ms = 0
+        self.sent_words = 0
+        self.stopped: deque[str] = deque()  # items closed by an endpoint, waiting for their final
+        self.last_item: str | None = None
+        self.failed = False
+
+    def update(self, update: Update) -> None:  # worker thread
+        self.connection.loop.call_soon_threadsafe(self._apply, update)
+
+    def error(self, message: str) -> None:  # worker thread
+        self.connection.post_threadsafe(error_event(message, "server_error", "transcription_failed"))
+
+    def emit(self, event: dict) -> None:
+        event.setdefault("event_id", new_id("event"))
+        self.connection.post(event)
+
+    def _apply(self, update: Update) -> None:
+        offset_ms = round(update.offset_s * 1000)
+        for _ in range(update.closed):
+            self._stop(round(update.decoded_s * 1000) + offset_ms)
+        for final in update.finals:
+            if not self.stopped:  # a final whose words were never shown: its item in one go
+                self._start(round(final.start * 1000) + offset_ms)
+                self._stop(round(final.end * 1000) + offset_ms)
+            item = self.stopped.popleft()
+            self.emit(
+                {
+                    "type": "conversation.item.input_audio_transcription.completed",
+                    "item_id": item,
+                    "content_index": 0,
+                    "transcript": final.text,
+                }
+            )
+        if update.pending == 0:
+            while self.stopped:  # closed with text on screen, but the final found none
+                self.emit(
+                    {
+                        "type": "conversation.item.input_audio_transcription.completed",
+                        "item_id": self.stopped.popleft(),
+                        "content_index": 0,
+                        "transcript": "",
+                    }
+                )
+        partial = update.partial
+        refining = bool(partial.committed or partial.tentative)
+        if self.open_item is None and partial.text.strip() and not (refining and self.stopped):
+            start_s = partial.words[0].start if partial.words else update.decoded_s
+            self._start(round(start_s * 1000) + offset_ms)
+        if self.open_item is not None and not (refining and self.stopped):
+            words = stable_words(partial)
+            if len(words) > self.sent_words:
+                delta = " ".join(words[self.sent_words :])
+                self.emit(
+                    {
+                        "type": "conversation.item.input_audio_transcription.delta",
+                        "item_id": self.open_item,
+                        "content_index": 0,
+                        "delta": delta if self.sent_words == 0 else " " + delta,
+                    }
+                )
+                self.sent_words = len(words)
+
+    def _start(self, start_ms: int) -> None:
+        self.open_item = new_id("item")
+        self.sent_words = 0
+        self.emit(
+            {
+                "type": "input_audio_buffer.speech_started",
+                "audio_start_ms": max(0, start_ms),
+                "item_id": self.open_item,
+            }
+        )
+
+    def _stop(self, end_ms: int) -> None:
+        if self.open_item is None:
+            return
+        item, self.open_item = self.open_item, None
+        self.emit({"type": "input_audio_buffer.speech_stopped", "audio_end_ms": end_ms, "item_id": item})
+        self.emit(
+            {"type": "input_audio_buffer.committed", "item_id": item, "previous_item_id": self.last_item}
+        )
+        self.last_item = item
+        self.stopped.append(item)
+
+
+def session_object(session_id: str, rate: int, model: str) -> dict:
+    return {
+        "id": session_id,
+        "object": "realtime.transcription_session",
+        "type": "transcription",
+        "audio": {
+            "input": {
+                "format": {"type": "audio/pcm", "rate": rate},
+                "transcription": {"model": model, "language": "en"},
+                "turn_detection": {"type": "server_vad"},
+                "noise_reduction": None,
+            }
+        },
+    }
+
+
+def _requested_rate(event: dict, rate: int) -> int:
+    """The input rate a session update asks for (GA and beta shapes); ValueError for what we lack."""
+    session = event.get("session")
+    if not isinstance(session, dict):
+        raise ValueError("session.update needs a 'session' object")
+    fmt = None
+    audio = session.get("audio")
+    if isinstance(audio, dict) and isinstance(audio.get("input"), dict):
+        fmt = audio["input"].get("format")
+    if fmt is None:
+        fmt = session.get("input_audio_format")
+    if fmt is None:
+        return rate
+    if fmt == "pcm16":
+        return 24000
+    if isinstance(fmt, dict) and fmt.get("type") in ("audio/pcm", "pcm16"):
+        value = fmt.get("rate", 24000)
+        if isinstance(value, int) and not isinstance(value, bool) and value in RATES:
+            return value
+        raise ValueError(f"input audio rate must be one of {RATES}, got {str(value)[:20]}")
+    raise ValueError(f"input audio format must be audio/pcm (pcm16), got {str(fmt)[:40]}")
+
+
+async def handle(server: Server, connection: Connection) -> None:
+    """One Realtime transcription session (accepted, slot held by the caller)."""
+    config = server.config
+    scheduler = server.scheduler
+    client = RealtimeClient(connection)
+    rate = RATES[0]
+    session_id = new_id("sess")
+    model = server.recognizer.info.name
+    session: Session | None = None
+    client.emit({"type": "session.created", "session": session_object(session_id, rate, model)})
+    try:
+        while True:
+            try:
+                message = await connection.receive(config.idle_timeout_s)
+            except TimeoutError:
+                client.emit(error_event(f"idle for {config.idle_timeout_s:g} s", code="idle_timeout"))
+                await connection.close(1001, "idle")
+                return
+            if isinstance(message, bytes):
+                client.emit(error_event("send JSON events; audio goes base64 in input_audio_buffer.append"))
+                continue
+            try:
+                event = parse_json(message)
+                if not isinstance(event, dict) or not isinstance(event.get("type"), str):
+                    raise ValueError("an event is a JSON object with a 'type'")
+            except ValueError as exc:
+                client.emit(error_event(str(exc)))
+                continue
+            kind, event_id = event["type"], event.get("event_id")
+            event_id = event_id if isinstance(event_id, str) else None
+            if kind in ("session.update", "transcription_session.update"):
+                try:
+                    requested = _requested_rate(event, rate)
+                    if session is not None and requested != rate:
+                        raise ValueError("the input audio rate cannot change once audio was sent")
+                except ValueError as exc:
+                    client.emit(error_event(str(exc), code="invalid_value", event_id=event_id))
+                    continue
+                rate = requested
+                client.emit(
+                    {
+                        "type": kind.replace("update", "updated"),
+                        "session": session_object(session_id, rate, model),
+                    }
+                )
+            elif kind == "input_audio_buffer.append":
+                audio = event.get("audio")
+                try:
+                    if not isinstance(audio, str):
+                        raise ValueError
+                    data = base64.b64decode(audio, validate=True)
+                except (ValueError, binascii.Error):
+                    client.emit(
+                        error_event(
+                            "input_audio_buffer.append: 'audio' must be base64 text",
+                            code="invalid_base64",
+                            event_id=event_id,
+                        )
+                    )
+                    continue
+                if len(data) % 2:
+                    client.emit(
+                        error_event(
+                            "audio must hold whole 16-bit samples (an even byte count)",
+                            code="invalid_audio",
+                            event_id=event_id,
+                        )
+                    )
+                    continue
+                if session is None:
+                    session = scheduler.open(rate, client, refine=config.refine)
+                scheduler.feed(session, np.frombuffer(data, dtype="<i2").astype(np.float32) / 32768.0)
+                await server.wait_for_backlog(session, connection)
+            elif kind == "input_audio_buffer.commit":
+                if session is None:
+                    client.emit(
+                        error_event(
+                            "input_audio_buffer.commit: the buffer is empty",
+                            code="input_audio_buffer_commit_empty",
+                            event_id=event_id,
+                        )
+                    )
+                    continue
+                scheduler.finish(session, restart=True)
+            elif kind == "input_audio_buffer.clear":
+                if session is not None:
+                    scheduler.clear(session)
+                client.open_item = None
+                client.emit({"type": "input_audio_buffer.cleared"})
+            else:
+                client.emit(
+                    error_event(f"unknown or unsupported event type {kind[:60]!r}", event_id=event_id)
+                )
+    except ClientGone:
+        return
+    finally:
+        if session is not None:
+            scheduler.drop(session)
