@@ -257,7 +257,9 @@ def _open_file(path: Path, name: str) -> tuple[sf.SoundFile, AudioInfo]:
     if mp3_cut:
         raise AudioError(f"{name}: truncated file ({mp3_cut})")
     try:
-        handle = sf.SoundFile(str(path))
+        # The file system's bytes: soundfile encodes a str name as strict UTF-8, which a name that is
+        # not UTF-8 (kept by Python as surrogates) cannot be.
+        handle = sf.SoundFile(os.fsencode(path))
     except sf.LibsndfileError as exc:
         raise AudioError(
             f"{name}: not a readable audio file ({exc.error_string}); "

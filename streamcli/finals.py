@@ -183,7 +183,8 @@ class FinalsWorker:
         self.second_pass = second_pass
         self.max_batch = max_batch
         self.on_done: Callable[[], None] | None = None
-        self.on_final_latency: Callable[[float], None] | None = None  # seconds, per final (a server's metrics)
+        # Seconds from submit to result, per final (a server's metrics).
+        self.on_final_latency: Callable[[float], None] | None = None
         self.stats = FinalsStats()
         self.refine_stats = FinalsStats()
         self._queue: deque[_Job] = deque()  # finals

@@ -41,14 +41,15 @@ def serve(
         30.0, "--idle-timeout", help="Close a connection silent this long (s)."
     ),
     token: str | None = typer.Option(
-        None, "--token", help="Require ?token=SECRET or 'Authorization: Bearer SECRET' (also $STREAMCLI_TOKEN; "
-        "the command line is visible to other users in ps).", show_default=False,
+        None, "--token", help="Require ?token=SECRET or 'Authorization: Bearer SECRET' "
+        "(also $STREAMCLI_TOKEN; the command line is visible to other users in ps).", show_default=False,
     ),
     token_file: Path | None = typer.Option(
         None, "--token-file", help="Read the token from the first line of this file."
     ),
     allow_origin: list[str] = typer.Option(
-        [], "--allow-origin", help="Browser origin allowed besides the server's own page (repeatable; '*': any)."
+        [], "--allow-origin", help="Browser origin allowed besides the server's own page "
+        "(repeatable; '*': any)."
     ),
     max_queued_audio: float = typer.Option(
         5.0, "--max-queued-audio", help="Stop reading a client while this much of its audio waits (s)."

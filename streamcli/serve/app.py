@@ -137,7 +137,8 @@ class Server:
         wait_s = self.scheduler.final_wait_s()
         if wait_s > self.config.max_final_wait_s:
             raise Busy(
-                f"server busy: finals {wait_s:.1f} s behind (--max-final-wait {self.config.max_final_wait_s:g} s)"
+                f"server busy: finals {wait_s:.1f} s behind "
+                f"(--max-final-wait {self.config.max_final_wait_s:g} s)"
             )
         capacity = self.finals_capacity()
         if self.slots + 1 > capacity:
@@ -335,6 +336,10 @@ class _Gate:
         self.app = app
         self.server = server
 
+    def needs_token(self, path: str, kind: str) -> bool:
+        """Everything but the health checks and the captions page itself (its WebSocket needs it)."""
+        return path not in self.OPEN_PATHS and not (kind == "http" and path in ("/", "/index.html"))
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
@@ -344,9 +349,8 @@ class _Gate:
         refusal: tuple[int, str, str] | None = None
         if not self.server.origin_allowed(connection):
             refusal = (403, "origin not allowed (see --allow-origin)", "origin_not_allowed")
-        elif path not in self.OPEN_PATHS and not (path in ("/", "/index.html") and scope["type"] == "http"):
-            if not self.server.token_ok(connection):
-                refusal = (401, "missing or wrong token", "invalid_api_key")
+        elif self.needs_token(path, scope["type"]) and not self.server.token_ok(connection):
+            refusal = (401, "missing or wrong token", "invalid_api_key")
         if refusal is None:
             await self.app(scope, receive, send)
             return

@@ -46,7 +46,9 @@ class ApiError(Exception):
 
     def response(self) -> JSONResponse:
         body = {"error": {"message": self.message, "type": self.kind, "code": self.code, "param": None}}
-        headers = {"Retry-After": "1"} if self.status in (429, 503) else None
+        headers = {"Retry-After": "1"} if self.status in (429, 503) else {}
+        if self.status == 413:
+            headers["Connection"] = "close"  # the rest of the upload is not read: the connection ends
         return JSONResponse(body, status_code=self.status, headers=headers)
 
 
