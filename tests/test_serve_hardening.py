@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import os
 import signal
@@ -53,7 +54,9 @@ def rss_mb() -> float:
     return 0.0
 
 
-async def real_time_client(url: str, data: bytes, seconds: float | None = None, **kw) -> tuple[str, list[dict]]:
+async def real_time_client(
+    url: str, data: bytes, seconds: float | None = None, **kw
+) -> tuple[str, list[dict]]:
     """0.2 s messages at real time, one answer read per message, then eof (or until the server closes:
     a shutdown). Returns (the text of every result, the answers)."""
     answers: list[dict] = []
@@ -143,8 +146,10 @@ def _raw_ws(port: int) -> socket.socket:
     sock.connect(("127.0.0.1", port))
     key = base64.b64encode(os.urandom(16)).decode()
     sock.sendall(
-        (f"GET / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-         f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n").encode()
+        (
+            f"GET / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        ).encode()
     )
     time.sleep(0.2)
     return sock
@@ -168,10 +173,8 @@ def test_clients_that_never_read_lose_their_slot(recognizer):
             sock.setblocking(False)
         while time.monotonic() < deadline:
             for sock in hogs:
-                try:
+                with contextlib.suppress(BlockingIOError, OSError):
                     sock.send(frame)
-                except (BlockingIOError, OSError):
-                    pass
         started = time.monotonic()
 
         async def served() -> bool:
@@ -196,9 +199,22 @@ def test_clients_that_never_read_lose_their_slot(recognizer):
 # ----- 4. SIGTERM with a fast sender: every real-time client gets its final, exit 0 ------------------
 def test_sigterm_with_a_fast_sender_finalizes_everyone(tmp_path):
     proc = subprocess.Popen(
-        [sys.executable, "-m", "streamcli", "serve", "--model", str(SMALL_MODEL), "--threads", "1",
-         "--port", "0", "--device", "cpu"],
-        stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "streamcli",
+            "serve",
+            "--model",
+            str(SMALL_MODEL),
+            "--threads",
+            "1",
+            "--port",
+            "0",
+            "--device",
+            "cpu",
+        ],
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         line = proc.stderr.readline()
@@ -232,7 +248,7 @@ def test_sigterm_with_a_fast_sender_finalizes_everyone(tmp_path):
         proc.kill()
     assert code == 0
     assert stopped_s < 3.0 + 10
-    for text, answers in results:
+    for _text, answers in results:
         last = answers[-1]
         assert "result" in last and last["text"], answers[-3:]  # the final of what was said so far
 
@@ -259,8 +275,11 @@ def test_foreign_origins_are_refused_own_page_and_programs_accepted(recognizer):
             # A page claiming to be ours through another host name (DNS rebinding) is refused too.
             port = running.url.rsplit(":", 1)[1].strip("/")
             with pytest.raises(websockets.InvalidStatus):
-                async with connect(running.url, origin=f"http://evil.example:{port}",
-                                   additional_headers={"Host": f"evil.example:{port}"}):
+                async with connect(
+                    running.url,
+                    origin=f"http://evil.example:{port}",
+                    additional_headers={"Host": f"evil.example:{port}"},
+                ):
                     pass
 
         asyncio.run(run())
@@ -279,8 +298,19 @@ def test_a_non_utf8_name_in_a_folder_batch_keeps_its_bytes(tmp_path):
     bad.write_bytes(b"not audio at all")
     out = tmp_path / "out"
     result = CliRunner().invoke(
-        app, ["transcribe", str(odd), str(bad), str(good), "-o", f"{out}/", "--model", str(SMALL_MODEL),
-              "--threads", "1"]
+        app,
+        [
+            "transcribe",
+            str(odd),
+            str(bad),
+            str(good),
+            "-o",
+            f"{out}/",
+            "--model",
+            str(SMALL_MODEL),
+            "--threads",
+            "1",
+        ],
     )
     assert result.exit_code == 1, result.output
     assert (out / "good.txt").read_text().strip()
@@ -311,14 +341,20 @@ def test_odd_http_gets_answers_not_tracebacks(recognizer, caplog):
     try:
         two_upgrades = (
             f"GET / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nUpgrade: websocket\r\n"
-            "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+            "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+            "Sec-WebSocket-Version: 13\r\n\r\n"
         ).encode()
         answer = _raw_http(port, two_upgrades)
         assert answer.startswith(b"HTTP/1.1 4"), answer[:80]
-        head = _raw_http(port, f"HEAD / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n".encode())
+        head = _raw_http(
+            port, f"HEAD / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n".encode()
+        )
         assert head.startswith(b"HTTP/1.1 200") and head.endswith(b"\r\n\r\n")  # headers only
-        post = _raw_http(port, f"POST / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 0\r\n"
-                               "Connection: close\r\n\r\n".encode())
+        post = _raw_http(
+            port,
+            f"POST / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 0\r\n"
+            "Connection: close\r\n\r\n".encode(),
+        )
         assert post.startswith(b"HTTP/1.1 405")
         assert "Traceback" not in caplog.text and "Exception in ASGI" not in caplog.text
     finally:
@@ -368,7 +404,9 @@ def test_token_from_file_or_environment_and_any_bearer_case(recognizer, tmp_path
 
         async def run() -> None:
             for scheme in ("bearer", "BEARER", "Bearer"):
-                async with connect(running.url, additional_headers={"Authorization": f"{scheme} s3cret"}) as ws:
+                async with connect(
+                    running.url, additional_headers={"Authorization": f"{scheme} s3cret"}
+                ) as ws:
                     await ws.send(b"\0\0" * 1600)
                     assert "partial" in json.loads(await ws.recv())
             with pytest.raises(websockets.InvalidStatus) as refused:
@@ -381,7 +419,9 @@ def test_token_from_file_or_environment_and_any_bearer_case(recognizer, tmp_path
         assert urllib.request.urlopen(running.http + "healthz", timeout=5).status == 200
         with pytest.raises(urllib.error.HTTPError) as denied:
             urllib.request.urlopen(running.http + "v1/models", timeout=5)
-        assert denied.value.code == 401 and json.loads(denied.value.read())["error"]["code"] == "invalid_api_key"
+        assert (
+            denied.value.code == 401 and json.loads(denied.value.read())["error"]["code"] == "invalid_api_key"
+        )
     finally:
         running.stop()
 
