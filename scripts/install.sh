@@ -30,7 +30,7 @@ PY="$VENV/bin/python"
 # The CPU build of torch keeps the training extra small; a CUDA build can be installed instead by hand.
 "$PY" -m pip install -q --upgrade pip
 "$PY" -m pip install -q "torch==2.13.0"
-"$PY" -m pip install -q -e '.[test,train,plot]'
+"$PY" -m pip install -q -e '.[test,train,plot,ray]'
 # An editable install leaves the package uncompiled; compile it once, as a regular `pip install .` does,
 # so every command does not start by compiling its modules.
 "$PY" -m compileall -q streamcli

@@ -51,6 +51,11 @@ def pick_format(fmt: str | None, output: Path | None, allowed: Sequence[str] = F
     return fmt
 
 
+def safe_text(text: str) -> str:
+    """Printable text for any name: bytes of a non-UTF-8 file name (surrogate escapes) become U+FFFD."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
 def transcript_text(segments: Sequence[Segment]) -> str:
     return " ".join(s.text.strip() for s in segments if s.text.strip())
 

@@ -27,10 +27,11 @@ from rich.console import Console
 from rich.text import Text
 
 from streamcli.errors import StreamcliError
+from streamcli.formats import safe_text
 
 if TYPE_CHECKING:
     from streamcli.endpoint import EndpointConfig
-    from streamcli.recognizer import Recognizer
+    from streamcli.recognizer import Recognizer, RecognizerConfig
     from streamcli.results import Result
 
 T = TypeVar("T")
@@ -86,11 +87,6 @@ RESCORE_OPTION = typer.Option(
 
 def _one_line(message: str) -> str:
     return " ".join(part.strip() for part in str(message).strip().splitlines() if part.strip())
-
-
-def safe_text(text: str) -> str:
-    """Printable text for any name: bytes of a non-UTF-8 file name (surrogate escapes) become U+FFFD."""
-    return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
 def print_error(message: str) -> None:
@@ -164,13 +160,33 @@ def load_recognizer(
 ) -> Recognizer:
     """``--model/--device/--threads/--beam/--window/--overlap/--rescore`` -> a recognizer; prints the
     device fallback notice."""
-    from streamcli.endpoint import EndpointConfig
     from streamcli.families import create_recognizer
+
+    config = recognizer_config(model, device, threads, beam, endpoint, window_frames, overlap_frames, rescore)
+    recognizer = create_recognizer(config)
+    notice = recognizer.info.device_notice
+    if notice:
+        err_console.print(Text(f"note: {notice}"), soft_wrap=True)
+    return recognizer
+
+
+def recognizer_config(
+    model: str | None,
+    device: str = "auto",
+    threads: int = 0,
+    beam: int = 0,
+    endpoint: EndpointConfig | None = None,
+    window_frames: int | None = None,
+    overlap_frames: int | None = None,
+    rescore: bool | None = None,
+) -> RecognizerConfig:
+    """The options as a validated config with the model resolved to its folder."""
+    from streamcli.endpoint import EndpointConfig
     from streamcli.recognizer import RecognizerConfig
     from streamcli.registry import resolve_model
 
     path = resolve_model(model)
-    config = RecognizerConfig(
+    return RecognizerConfig(
         model=str(path),
         device=device,
         threads=threads,
@@ -180,12 +196,7 @@ def load_recognizer(
         overlap_frames=overlap_frames,
         rescore=rescore,
         endpoint=endpoint if endpoint is not None else EndpointConfig(),
-    )
-    recognizer = create_recognizer(config)
-    notice = recognizer.info.device_notice
-    if notice:
-        err_console.print(Text(f"note: {notice}"), soft_wrap=True)
-    return recognizer
+    ).validate()
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -37,6 +37,7 @@ from streamcli.cli.common import (
     load_recognizer,
     partial_text,
     print_error,
+    recognizer_config,
     run_command,
     safe_text,
 )
@@ -272,12 +273,25 @@ def transcribe_command(
         True, "--endpoint/--no-endpoint", help="Split segments at endpoints (silence, 20 s max)."
     ),
     refine: bool | None = REFINE_OPTION,
+    ray: str | None = typer.Option(
+        None, "--ray", help="Spread the inputs over Ray: 'local' (this machine), 'auto' or ray://HOST:PORT "
+        "(a running cluster). Needs pip install 'streamcli[ray]'.", show_default=False,
+    ),
+    workers: int | None = typer.Option(
+        None, "--workers", help="--ray: workers (one model each; default: the cluster's CPUs / threads).",
+        show_default=False,
+    ),
+    threads_per_worker: int = typer.Option(1, "--threads-per-worker", help="--ray: threads of each worker."),
+    overwrite: bool = typer.Option(
+        False, "--overwrite", help="--ray: redo inputs whose output exists (default: skip them)."
+    ),
     debug: bool = DEBUG_OPTION,
 ) -> None:
     """Transcribe audio files, streaming: text appears as it is decoded.
 
     A file that cannot be read is reported and skipped; the others are transcribed and the exit code
-    is 1 at the end.
+    is 1 at the end. With --ray the inputs are spread over a Ray cluster (outputs written as each file
+    completes, DIR/manifest.jsonl with one line per input, finished outputs skipped on a rerun).
     """
 
     def body() -> None:
@@ -289,6 +303,11 @@ def transcribe_command(
         if inputs.count("-") > 1:
             raise ValueError("- (stdin) can be given only once")
         out_format = pick_format(fmt, output if len(inputs) == 1 else None)
+        if ray is not None:
+            failed = _on_ray(inputs, out_format)
+            if failed:
+                fail(f"{failed} of {len(inputs)} inputs failed")
+            return
         targets = output_targets(inputs, output, out_format)
         recognizer = load_recognizer(
             model, device, threads, beam, EndpointConfig(enabled=endpoint), window, overlap, rescore
@@ -297,6 +316,25 @@ def transcribe_command(
                                  refine)
         if failed:
             fail(f"{failed} of {len(inputs)} inputs failed")
+
+    def _on_ray(inputs: list[str], out_format: str) -> int:
+        from streamcli.cli.ray_run import run_on_ray
+        from streamcli.endpoint import EndpointConfig
+
+        if realtime:
+            raise ValueError("--ray transcribes files as fast as it can; --realtime does not apply")
+        if workers is not None and not 1 <= workers <= 4096:
+            raise ValueError(f"--workers must be 1..4096, got {workers}")
+        if not 1 <= threads_per_worker <= 256:
+            raise ValueError(f"--threads-per-worker must be 1..256, got {threads_per_worker}")
+        targets = output_targets(inputs, output, out_format)
+        folder = output if output is not None and (len(inputs) > 1 or output.is_dir()) else None
+        config = recognizer_config(
+            model, device, threads, beam, EndpointConfig(enabled=endpoint), window, overlap, rescore
+        )
+        return run_on_ray(
+            inputs, targets, out_format, config, ray, workers, threads_per_worker, overwrite, folder
+        )
 
     run_command(body, debug=debug)
 
