@@ -49,7 +49,7 @@ from streamcli.train.data import (
 )
 from streamcli.train.wctc_torch import (
     SUBSAMPLING,
-    WORD_BOUNDARY,
+    WORD_START,
     WctcConfig,
     WctcModel,
     char_tokens,
@@ -178,7 +178,7 @@ def evaluate(
                 hyp = "".join(
                     tokens[t] for t in greedy_ids(logits[j], int(lengths[j]) * model.cfg.ctc_upsample)
                 )
-                hyp = " ".join(hyp.replace(WORD_BOUNDARY, " ").split())
+                hyp = " ".join(hyp.replace(WORD_START, " ").split())
                 pairs.append((normalize_text(u.text), hyp))
     model.train()
     rates = corpus_error_rates(pairs)

@@ -47,7 +47,7 @@ from streamcli.train.data import (
     speed_perturb,
 )
 from streamcli.train.whisper_student import (
-    WORD_BOUNDARY,
+    WORD_START,
     StudentConfig,
     WhisperStudent,
     WhisperTeacher,
@@ -97,7 +97,7 @@ def greedy_text(logits: torch.Tensor, length: int, tokens: list[str]) -> str:
         if t != prev and t != 0:
             out.append(tokens[t])
         prev = t
-    return " ".join("".join(out).replace(WORD_BOUNDARY, " ").split())
+    return " ".join("".join(out).replace(WORD_START, " ").split())
 
 
 def evaluate(

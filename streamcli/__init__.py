@@ -5,7 +5,8 @@ The public API::
     from streamcli import RecognizerConfig, create_recognizer, transcribe
 
     recognizer = create_recognizer(RecognizerConfig(device="cpu"))
-    for segment in transcribe("talk.flac", recognizer):
+    segments, info = transcribe("talk.flac", recognizer)  # segments: a generator, decoded as consumed
+    for segment in segments:
         print(segment.start, segment.end, segment.text)
 
 Heavier modules (onnxruntime sessions, the second pass) load when first used.

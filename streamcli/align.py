@@ -15,8 +15,7 @@ import numpy as np
 
 from streamcli.metrics import normalize_transcript
 from streamcli.results import Word
-
-WORD_BOUNDARY = "\u2581"
+from streamcli.tokens import WORD_START
 
 
 def ctc_align(log_probs: np.ndarray, targets: Sequence[int], blank: int = 0) -> list[int] | None:
@@ -75,13 +74,13 @@ def align_words(
     first_index: list[int | None] = []
     last_index: list[int | None] = []
     for key in keys:
-        letters = [c for c in key.replace(" ", "") if (WORD_BOUNDARY + c) in table]
+        letters = [c for c in key.replace(" ", "") if (WORD_START + c) in table]
         if not letters:
             first_index.append(None)
             last_index.append(None)
             continue
         first_index.append(len(targets))
-        targets.append(table[WORD_BOUNDARY + letters[0]])
+        targets.append(table[WORD_START + letters[0]])
         targets.extend(table[c] for c in letters[1:])
         last_index.append(len(targets) - 1)
     frames = ctc_align(log_probs, targets) if log_probs is not None and len(log_probs) else None

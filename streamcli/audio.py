@@ -100,6 +100,37 @@ class ResampleStream:
         return self._soxr.resample_chunk(samples, last=last)
 
 
+class AudioConverter:
+    """The one door for audio into a model: blocks at any rate, mono or (frames, channels), become
+    float32 mono at the model's rate: downmixed, checked for NaN/Inf (an AudioError naming the time of
+    the first bad sample) and resampled by one streaming resampler. Files, the microphone, arrays and
+    served streams all pass through one of these."""
+
+    def __init__(self, in_rate: int, out_rate: int, name: str = "samples", *, check: bool = True) -> None:
+        self.name = name
+        self.in_rate = int(in_rate)
+        self.check = check  # False where the reader checked already (AudioSource.raw_blocks)
+        self.frames_in = 0
+        self._resampler = ResampleStream(self.in_rate, int(out_rate))
+
+    @property
+    def passthrough(self) -> bool:
+        return self._resampler.passthrough
+
+    def process(self, block: np.ndarray, last: bool = False) -> np.ndarray:
+        block = np.asarray(block, dtype=np.float32)
+        if self.check and block.size:
+            check_finite(block, self.name, self.frames_in, self.in_rate)
+        self.frames_in += block.shape[0] if block.ndim else 0
+        return self._resampler.process(downmix(block), last=last)
+
+    def flush(self) -> np.ndarray:
+        """The resampler's tail (empty when nothing is resampled)."""
+        if self.passthrough:
+            return np.zeros(0, np.float32)
+        return self._resampler.process(np.zeros(0, np.float32), last=True)
+
+
 def resample(samples: np.ndarray, in_rate: int, out_rate: int) -> np.ndarray:
     """Whole-array resampling with the same filter as :class:`ResampleStream`."""
     return ResampleStream(in_rate, out_rate).process(samples, last=True)
@@ -204,15 +235,14 @@ class AudioSource:
 
     def blocks(self) -> Iterator[np.ndarray]:
         """float32 mono blocks at ``target_rate``; the resampler's tail comes out at the end."""
-        resampler = ResampleStream(self.info.sample_rate, self.target_rate)
-        for block in self.raw_blocks():
-            out = resampler.process(downmix(block))
+        converter = AudioConverter(self.info.sample_rate, self.target_rate, self.info.name, check=False)
+        for block in self.raw_blocks():  # checked as read, with the time in this file
+            out = converter.process(block)
             if out.size:
                 yield out
-        if not resampler.passthrough:
-            tail = resampler.process(np.zeros(0, dtype=np.float32), last=True)
-            if tail.size:
-                yield tail
+        tail = converter.flush()
+        if tail.size:
+            yield tail
 
 
 def open_audio(

@@ -17,6 +17,8 @@ import numpy as np
 SAMPLE_RATE_HZ = 16000
 FRAME_SHIFT_MS = 10
 FRAME_LENGTH_MS = 25
+# 30 s of 10 ms frames: the longest window or chunk one encoder call takes, and Whisper's segment.
+FRAMES_30_S = 3000
 LOW_FREQ_HZ = 20.0
 # Negative: an offset below Nyquist (8000 - 400 = 7600 Hz at 16 kHz), as sherpa-onnx sets it.
 HIGH_FREQ_HZ = -400.0
@@ -240,8 +242,10 @@ def frames_covering(feature_type: str, num_samples: int) -> int:
     """How many frames it takes for every one of ``num_samples`` samples to be inside some frame.
 
     kaldi fbank (snip_edges=False): frames are centred on multiples of 10 ms, round(n / 160).
-    Whisper (snip_edges=True): frame k covers samples [160k, 160k + 400), so the last sample needs
-    ceil((n - 400) / 160) + 1 frames."""
+    Whisper: counted as if frame k covered samples [160k, 160k + 400), i.e. ceil((n - 400) / 160) + 1
+    frames. The extractor's frames start 120 samples earlier (centred, see _WhisperMelFrames), so the
+    count is off by at most one frame at the tail; it is kept as it is because the shipped models were
+    trained and measured with it (tail padding and flush sizes follow from it)."""
     shift = SAMPLE_RATE_HZ * FRAME_SHIFT_MS // 1000
     if num_samples <= 0:
         return 0

@@ -28,6 +28,7 @@ from typing import Protocol
 
 import numpy as np
 
+from streamcli.recent import Recent
 from streamcli.results import Segment, Word
 
 DEFAULT_MAX_BATCH = 16  # rows of one batched decode: beyond ~16 a step costs as much as two
@@ -59,7 +60,7 @@ class SecondPass(Protocol):
     name: str  # shown as ModelInfo.second_pass
     needs_hidden: bool  # whether it reads ClosedUtterance.hidden (the family must output them)
     max_frames: int  # longest utterance it takes (10 ms frames); a longer one keeps the first pass
-    final_times_ms: list[float]  # per finalized utterance: ms of the call that finalized it
+    final_times_ms: Recent  # per finalized utterance: ms of the call that finalized it (the newest)
 
     def finalize(self, utterances: Sequence[ClosedUtterance]) -> list[Segment | None]:
         """The final segment of each utterance, in order (None: no speech in it)."""
@@ -167,8 +168,8 @@ class _Job:
 class FinalsStats:
     """What the worker did, for bench and load tests."""
 
-    batches: list[int] = field(default_factory=list)  # rows of each finalize() call
-    latency_ms: list[float] = field(default_factory=list)  # submit -> result, per utterance
+    batches: Recent = field(default_factory=Recent)  # rows of each finalize() call (the newest)
+    latency_ms: Recent = field(default_factory=Recent)  # submit -> result, per utterance (the newest)
     busy_s: float = 0.0  # time spent in finalize()
 
 

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from streamcli.audio import ResampleStream, downmix
+from streamcli.audio import AudioConverter
 from streamcli.capture import (
     FileInputStream,
     InputDevice,
@@ -371,10 +371,8 @@ class LiveTranscriber:
         rec = self.recognizer
         model_rate = int(rec.info.sample_rate)
         stream = rec.create_stream()
-        resampler = ResampleStream(self.capture_rate_hz, model_rate)
-
-        def resample(block: np.ndarray, last: bool = False) -> np.ndarray:
-            return resampler.process(downmix(block), last=last)
+        name = self.device.name if self.device is not None else "input"
+        converter = AudioConverter(self.capture_rate_hz, model_rate, name)
 
         # Latency bookkeeping: for each block fed, the stream time (s) its last sample reaches and the
         # wall clock it arrived at; a token at stream time t was heard when the block holding t arrived.
@@ -500,7 +498,7 @@ class LiveTranscriber:
                 level_frames += block.shape[0]
                 while level_frames - level[0][0] >= level_window:
                     level_frames -= level.popleft()[0]
-                feed(resample(block), item.arrival_s)
+                feed(converter.process(block), item.arrival_s)
                 decode_ready()
                 now = self._clock()
                 if now - last_status_s >= self.status_interval_s:
@@ -520,7 +518,7 @@ class LiveTranscriber:
         try:
             # Flush: the resampler tail, then the recognizer's padding so the last words decode.
             tail_arrival = self._clock()
-            feed(resample(np.zeros((0, self.capture_channels), dtype=np.float32), last=True), tail_arrival)
+            feed(converter.flush(), tail_arrival)
             driver.input_finished()
             decode_ready()
             driver.close_utterance()

@@ -49,17 +49,19 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from streamcli.audio import ResampleStream
+from streamcli.audio import AudioConverter
 from streamcli.endpoint import EndpointConfig, EndpointDetector
-from streamcli.features import feature_extractor, frames_covering, samples_for_frames
+from streamcli.errors import AudioError
+from streamcli.features import FRAMES_30_S, feature_extractor, frames_covering, samples_for_frames
 from streamcli.finals import ClosedUtterance, FinalsWorker, SecondPass, UtteranceRecorder, completed
 from streamcli.providers import parse_device, resolve_threads
+from streamcli.recent import Recent
 from streamcli.refine import RefineConfig, Refiner, View
 from streamcli.results import Result, Segment, Token, Word
 from streamcli.tokens import TokenTable, tokens_to_words
 
 MAX_BEAM = 64  # modified beam search: wider beams cost memory and time and no accuracy
-MAX_WINDOW_FRAMES = 3000  # 30 s of 10 ms frames per window
+MAX_WINDOW_FRAMES = FRAMES_30_S  # one window is one encoder call
 _REVISION_WINDOW = 64  # tokens at the end of a hypothesis that new_tokens() re-checks
 
 _DECODING_ALIASES = {
@@ -195,7 +197,7 @@ class Recognizer(ABC):
         self.info = replace(self.info, second_pass=second_pass.name)
 
     @property
-    def final_times_ms(self) -> list[float] | None:
+    def final_times_ms(self) -> Recent | None:
         """Milliseconds of the second-pass call behind each final; None: no second pass."""
         return self.second_pass.final_times_ms if self.second_pass is not None else None
 
@@ -307,8 +309,7 @@ class Stream:
         self._utterance = (
             UtteranceRecorder(second.max_frames, second.needs_hidden, frame_s) if second else None
         )
-        self._resampler: ResampleStream | None = None  # the one resampler (streamcli.audio)
-        self._input_rate: int | None = None
+        self._converter: AudioConverter | None = None  # the one door for audio (streamcli.audio)
         self._samples = 0  # samples received at the model rate (without tail padding)
         self._processed_frames = 0  # start frame of the next chunk
         self._chunks_done = 0
@@ -317,11 +318,11 @@ class Stream:
         self._reported: list[int] = []
         self.hypothesis_changed = False  # set by new_tokens(): the hypothesis differs from the last call
         self.tail_padding_samples = 0
-        self.chunk_times_ms: list[float] = []
+        self.chunk_times_ms = Recent()  # encoder call times (ms), the newest
 
     # ----- input ------------------------------------------------------------------------------------
     def accept_waveform(self, sample_rate: int, samples: np.ndarray) -> None:
-        """Appends mono float samples in [-1, 1]; resampled (audio.ResampleStream) when the rate differs."""
+        """Appends mono float samples in [-1, 1] at any rate (audio.AudioConverter checks and resamples)."""
         if self._finished:
             raise ValueError("accept_waveform() after input_finished()")
         if (
@@ -337,18 +338,15 @@ class Stream:
             raise ValueError(f"samples must be mono (1-D), got shape {arr.shape}")
         if arr.size and not np.issubdtype(arr.dtype, np.floating):
             raise ValueError(f"samples must be float in [-1, 1], got dtype {arr.dtype}")
-        arr = np.ascontiguousarray(arr, dtype=np.float32)
-        if arr.size and not np.isfinite(arr).all():
-            raise ValueError("samples contain NaN or Inf")
-        if self._input_rate is None:
-            self._input_rate = int(sample_rate)
-        elif self._input_rate != sample_rate:
-            raise ValueError(f"sample rate changed within a stream: {self._input_rate} -> {sample_rate}")
-        if sample_rate != self._sample_rate:
-            if self._resampler is None:
-                self._resampler = ResampleStream(int(sample_rate), self._sample_rate)
-            arr = self._resampler.process(arr)
-        self._push(arr)
+        if self._converter is None:
+            self._converter = AudioConverter(int(sample_rate), self._sample_rate)
+        elif self._converter.in_rate != sample_rate:
+            before = self._converter.in_rate
+            raise ValueError(f"sample rate changed within a stream: {before} -> {sample_rate}")
+        try:
+            self._push(self._converter.process(arr))
+        except AudioError as exc:  # a verb on a stream: bad arguments are ValueErrors
+            raise ValueError(str(exc)) from None
 
     def _push(self, samples: np.ndarray) -> None:
         if samples.size:
@@ -360,8 +358,8 @@ class Stream:
         """No more audio: flushes the resampler, pads zeros so the last frames are decoded."""
         if self._finished:
             return
-        if self._resampler is not None:
-            self._push(self._resampler.process(np.zeros(0, np.float32), last=True))
+        if self._converter is not None:
+            self._push(self._converter.flush())
         pad = self._rec.tail_padding_samples(self._samples)
         if pad:
             self._fbank.accept_waveform(np.zeros(pad, dtype=np.float32))

@@ -29,7 +29,8 @@ from typing import BinaryIO
 
 import numpy as np
 
-from streamcli.audio import DEFAULT_BLOCK_S, FILE_BLOCK_S, AudioInfo, AudioSource, open_audio
+from streamcli.audio import DEFAULT_BLOCK_S, FILE_BLOCK_S, AudioConverter, AudioInfo, AudioSource, open_audio
+from streamcli.recent import Recent
 from streamcli.recognizer import RecognizerLike, StreamDriver
 from streamcli.refine import RefineConfig
 from streamcli.results import Result, Segment
@@ -45,7 +46,7 @@ class TranscriptionInfo:
     audio_s: float = 0.0  # seconds of audio fed to the recognizer so far
     elapsed_s: float = 0.0  # wall-clock seconds since the start
     paced_s: float = 0.0  # of which spent waiting for the 1x pace (--realtime)
-    chunk_times_ms: list[float] = field(default_factory=list)  # one entry per encoder call
+    chunk_times_ms: Recent = field(default_factory=Recent)  # encoder call times (ms), the newest
     segments: int = 0
 
     @property
@@ -55,19 +56,21 @@ class TranscriptionInfo:
         return busy_s / self.audio_s if self.audio_s > 0 else 0.0
 
     def chunk_ms_percentile(self, q: float) -> float:
-        return float(np.percentile(self.chunk_times_ms, q)) if self.chunk_times_ms else 0.0
+        return float(np.percentile(list(self.chunk_times_ms), q)) if self.chunk_times_ms else 0.0
 
 
-def _array_blocks(samples: np.ndarray, block_frames: int) -> Iterator[np.ndarray]:
-    samples = np.asarray(samples, dtype=np.float32)
-    if samples.ndim == 2:  # (frames, channels)
-        samples = samples.mean(axis=1, dtype=np.float32)
-    if not np.isfinite(samples).all():
-        from streamcli.errors import AudioError
-
-        raise AudioError("samples: invalid sample (NaN or Inf)")
+def _array_blocks(
+    samples: np.ndarray, rate: int, model_rate: int, block_frames: int
+) -> Iterator[np.ndarray]:
+    """An array (mono or (frames, channels)) at ``rate`` as model-rate blocks, through the one door."""
+    converter = AudioConverter(rate, model_rate, "samples")
     for start in range(0, samples.shape[0], block_frames):
-        yield samples[start : start + block_frames]
+        out = converter.process(samples[start : start + block_frames])
+        if out.size:
+            yield out
+    tail = converter.flush()
+    if tail.size:
+        yield tail
 
 
 def transcribe(
@@ -100,18 +103,20 @@ def transcribe(
     info = TranscriptionInfo(provider=recognizer.info.provider)
     model_rate = int(recognizer.info.sample_rate)
     if isinstance(source, np.ndarray):
-        rate = int(sample_rate or model_rate)
-        blocks: Iterator[np.ndarray] = _array_blocks(source, max(1, round(block_s * rate)))
-        frames = source.shape[0]
-        info.audio = AudioInfo("<array>", rate, 1 if source.ndim == 1 else source.shape[1], frames, "", "")
+        in_rate = int(sample_rate or model_rate)
+        block_frames = max(1, round(block_s * in_rate))
+        blocks: Iterator[np.ndarray] = _array_blocks(source, in_rate, model_rate, block_frames)
+        channels = 1 if source.ndim == 1 else source.shape[1]
+        info.audio = AudioInfo("<array>", in_rate, channels, source.shape[0], "", "")
         audio = None
     else:
         audio = open_audio(source, target_rate=model_rate, block_s=block_s, stdin=stdin)
         info.audio = audio.info
-        rate = model_rate
         blocks = audio.blocks()
     refine_config = RefineConfig() if (realtime if refine is None else refine) else None
-    return _segments(recognizer, blocks, audio, rate, realtime, on_partial, info, refine_config), info
+    # Every block is float32 mono at the model's rate by now (audio.AudioConverter).
+    segments = _segments(recognizer, blocks, audio, model_rate, realtime, on_partial, info, refine_config)
+    return segments, info
 
 
 def _default_block_s(source: object, realtime: bool) -> float:

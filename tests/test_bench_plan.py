@@ -200,13 +200,13 @@ def test_plot_writes_a_png(tmp_path):
         bench.plot_latency([], tmp_path / "none.png")
 
 
-def test_bench_module_imports_neither_torch_nor_matplotlib():
+def test_the_runtime_imports_neither_torch_nor_matplotlib_nor_ray():
     code = (
-        # the runtime: every command's module, the families, the second pass, the server
+        # the runtime: every command's module, the families, the second pass, the server, the cluster
         "import sys, streamcli.bench, streamcli.cli, streamcli.transcription, streamcli.live, "
         "streamcli.serve, streamcli.families.wctc, streamcli.families.zipformer, "
-        "streamcli.whisper.second_pass; "
-        "bad = [m for m in ('torch', 'matplotlib') if m in sys.modules]; "
+        "streamcli.whisper.second_pass, streamcli.cluster, streamcli.cli.ray_run; "
+        "bad = [m for m in ('torch', 'matplotlib', 'ray') if m in sys.modules]; "
         "print(','.join(bad)); sys.exit(1 if bad else 0)"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)

@@ -1,6 +1,6 @@
 """Bad input, hostile caches and exhausted machines: one clear line, nothing destroyed, bounded resources.
 
-Numbers in the test names refer to the items of the hardening issue (see the README's error section).
+Sections follow the kinds of trouble (see the README's error section); test names say the behaviour.
 """
 
 from __future__ import annotations
@@ -53,8 +53,8 @@ def model(test_zipformer_dir) -> list[str]:
     return ["--model", str(test_zipformer_dir), "--device", "cpu", "--threads", "1"]
 
 
-# ----- 1. an output that is an input, an extension that is no format --------------------------------
-def test_1_output_that_is_the_input_is_refused(wav, model):
+# ----- an output that is an input, an extension that is no format --------------------------------
+def test_output_that_is_the_input_is_refused(wav, model):
     before = wav.read_bytes()
     result = runner.invoke(app, ["transcribe", str(wav), "-o", str(wav), *model])
     assert result.exit_code == 2 and "not an output format" in result.output
@@ -64,7 +64,7 @@ def test_1_output_that_is_the_input_is_refused(wav, model):
     assert wav.read_bytes() == before
 
 
-def test_1_folder_mode_skips_an_input_that_is_its_own_output(tmp_path, model, wav):
+def test_folder_mode_skips_an_input_that_is_its_own_output(tmp_path, model, wav):
     clash = tmp_path / "b.txt"  # its output in folder mode is tmp_path/b.txt: itself
     shutil.copy(wav, clash)
     before = clash.read_bytes()
@@ -76,7 +76,7 @@ def test_1_folder_mode_skips_an_input_that_is_its_own_output(tmp_path, model, wa
     assert (tmp_path / "a.txt").is_file()
 
 
-# ----- 2. planted links in the model cache -----------------------------------------------------------
+# ----- planted links in the model cache -----------------------------------------------------------
 def _model(base_url: str, content: dict[str, bytes]) -> KnownModel:
     return KnownModel(
         name="fake",
@@ -88,7 +88,7 @@ def _model(base_url: str, content: dict[str, bytes]) -> KnownModel:
     )
 
 
-def test_2_download_never_writes_through_a_planted_link(tmp_path, monkeypatch):
+def test_download_never_writes_through_a_planted_link(tmp_path, monkeypatch):
     monkeypatch.setenv("STREAMCLI_MODELS_DIR", str(tmp_path / "cache"))
     victim = tmp_path / "victim.txt"
     victim.write_text("precious")
@@ -106,8 +106,8 @@ def test_2_download_never_writes_through_a_planted_link(tmp_path, monkeypatch):
     assert not (folder / "encoder.onnx").is_symlink()
 
 
-# ----- 3. a file source never drops audio ------------------------------------------------------------
-def test_3_file_at_full_speed_is_not_dropped(tmp_path):
+# ----- a file source never drops audio ------------------------------------------------------------
+def test_file_at_full_speed_is_not_dropped(tmp_path):
     path = tmp_path / "long.wav"
     audio = bursts(16000, [(1.0, 0.3), (1.5, 0.0)] * 4)
     sf.write(path, audio, 16000)
@@ -120,13 +120,13 @@ def test_3_file_at_full_speed_is_not_dropped(tmp_path):
     assert summary.stop_reason == "end-of-input"
 
 
-# ----- 4. live -o continues an existing file ---------------------------------------------------------
+# ----- live -o continues an existing file ---------------------------------------------------------
 def _seg(start: float, text: str) -> Segment:
     return Segment(start, start + 1.0, text, [Word(text, start, start + 1.0)], [Token(text, start, 1)])
 
 
 @pytest.mark.parametrize("fmt", ["txt", "jsonl", "srt", "vtt"])
-def test_4_live_output_appends(tmp_path, fmt):
+def test_live_output_appends(tmp_path, fmt):
     path = tmp_path / f"out.{fmt}"
     first = SegmentWriter(path, fmt)
     first.write(_seg(0.0, "one"))
@@ -146,7 +146,7 @@ def test_4_live_output_appends(tmp_path, fmt):
         assert [json.loads(line)["text"] for line in text.splitlines()] == ["one", "two", "three"]
 
 
-def test_4_a_line_cut_by_a_crash_is_closed_first(tmp_path):
+def test_a_line_cut_by_a_crash_is_closed_first(tmp_path):
     path = tmp_path / "out.jsonl"
     path.write_text('{"text": "whole"}\n{"text": "cut sho')
     writer = SegmentWriter(path, "jsonl")
@@ -155,8 +155,8 @@ def test_4_a_line_cut_by_a_crash_is_closed_first(tmp_path):
     assert json.loads(path.read_text().splitlines()[-1])["text"] == "next"
 
 
-# ----- 5. the replaced file keeps its mode -----------------------------------------------------------
-def test_5_write_atomic_keeps_a_private_mode(tmp_path):
+# ----- the replaced file keeps its mode -----------------------------------------------------------
+def test_write_atomic_keeps_a_private_mode(tmp_path):
     target = tmp_path / "private.txt"
     target.write_text("old")
     target.chmod(0o600)
@@ -171,8 +171,8 @@ def test_5_write_atomic_keeps_a_private_mode(tmp_path):
     assert stat.S_IMODE(fresh.stat().st_mode) == 0o644
 
 
-# ----- 6. skip-and-continue --------------------------------------------------------------------------
-def test_6_an_unwritable_output_fails_one_input_and_the_rest_go_on(tmp_path, wav, model):
+# ----- skip-and-continue --------------------------------------------------------------------------
+def test_an_unwritable_output_fails_one_input_and_the_rest_go_on(tmp_path, wav, model):
     b = tmp_path / "b.wav"
     c = tmp_path / "c.wav"
     shutil.copy(wav, b)
@@ -186,7 +186,7 @@ def test_6_an_unwritable_output_fails_one_input_and_the_rest_go_on(tmp_path, wav
     assert (out / "a.txt").is_file() and (out / "c.txt").is_file()
 
 
-def test_6_non_utf8_names_are_one_failed_input(tmp_path, wav, model):
+def test_non_utf8_names_are_one_failed_input(tmp_path, wav, model):
     odd = os.fsdecode(os.fsencode(str(tmp_path)) + b"/caf\xe9.wav")
     listing = tmp_path / "list.txt"
     listing.write_bytes(os.fsencode(str(wav)) + b"\n" + os.fsencode(odd) + b"\n")
@@ -195,7 +195,7 @@ def test_6_non_utf8_names_are_one_failed_input(tmp_path, wav, model):
     assert "caf\ufffd.wav: no such file" in result.output and "1 of 2 inputs failed" in result.output
 
 
-def test_6_closed_stdin_is_one_line(model):
+def test_closed_stdin_is_one_line(model):
     code = (
         "import sys; from streamcli.cli import main; "
         "sys.argv = ['streamcli', 'transcribe', '-'] + sys.argv[1:]; main()"
@@ -212,8 +212,8 @@ def test_6_closed_stdin_is_one_line(model):
     assert "standard input is closed" in proc.stderr and "Traceback" not in proc.stderr
 
 
-# ----- 7. stale temp files of killed runs are swept --------------------------------------------------
-def test_7_stale_temp_files_are_swept(tmp_path):
+# ----- stale temp files of killed runs are swept --------------------------------------------------
+def test_stale_temp_files_are_swept(tmp_path):
     target = tmp_path / "out.txt"
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
@@ -230,7 +230,7 @@ def test_7_stale_temp_files_are_swept(tmp_path):
     assert sweep_stale_temp_files(target) == []
 
 
-def test_7_sigterm_during_a_download_leaves_no_part_file(tmp_path):
+def test_sigterm_during_a_download_leaves_no_part_file(tmp_path):
     code = """
 import http.server, threading, time, sys, os
 from streamcli import registry
@@ -263,7 +263,7 @@ except SystemExit:
     assert not list(tmp_path.rglob("*.part"))
 
 
-# ----- 8. every size option is bounded ---------------------------------------------------------------
+# ----- every size option is bounded ---------------------------------------------------------------
 @pytest.mark.parametrize(
     "field,value,limit",
     [
@@ -272,33 +272,33 @@ except SystemExit:
         ("window_frames", 100000, "at most 3000"),
     ],
 )
-def test_8_size_options_are_bounded(test_zipformer_dir, field, value, limit):
+def test_size_options_are_bounded(test_zipformer_dir, field, value, limit):
     config = RecognizerConfig(model=str(test_zipformer_dir), **{field: value})
     with pytest.raises(ValueError, match=limit):
         config.validate()
 
 
-def test_8_cli_refuses_huge_threads_in_one_line(wav, test_zipformer_dir):
+def test_cli_refuses_huge_threads_in_one_line(wav, test_zipformer_dir):
     result = runner.invoke(
         app, ["transcribe", str(wav), "--model", str(test_zipformer_dir), "--threads", "100000"]
     )
     assert result.exit_code == 2 and result.output.count("\n") == 1 and "at most" in result.output
 
 
-# ----- 9. bounded reads --------------------------------------------------------------------------------
-def test_9_a_huge_fmt_chunk_is_not_buffered():
+# ----- bounded reads --------------------------------------------------------------------------------
+def test_a_huge_fmt_chunk_is_not_buffered():
     header = b"RIFF" + struct.pack("<I", 0xFFFFFFFF) + b"WAVE" + b"fmt " + struct.pack("<I", 0xFFFFFFF0)
     stream = io.BytesIO(header + b"\0" * 64)
     with pytest.raises(AudioError, match="invalid WAV fmt chunk"):
         open_audio(stream)
 
 
-def test_9_files_from_dev_zero_is_refused(wav, model):
+def test_files_from_dev_zero_is_refused(wav, model):
     result = runner.invoke(app, ["transcribe", "--files-from", "/dev/zero", *model])
     assert result.exit_code == 2 and "larger than 16 MiB" in result.output
 
 
-def test_9_live_input_file_is_streamed(tmp_path):
+def test_live_input_file_is_streamed(tmp_path):
     path = tmp_path / "x.wav"
     sf.write(path, np.zeros(16000 * 5, np.float32), 16000)
     source = FileInputStream(path)
@@ -306,7 +306,7 @@ def test_9_live_input_file_is_streamed(tmp_path):
     source.close()
 
 
-# ----- 10. model metadata that lies --------------------------------------------------------------------
+# ----- model metadata that lies --------------------------------------------------------------------
 def _with_metadata(src: Path, dst: Path, file_prefix: str, changes: dict[str, str]) -> Path:
     import onnx
 
@@ -332,13 +332,13 @@ def _with_metadata(src: Path, dst: Path, file_prefix: str, changes: dict[str, st
         ("decoder", {"vocab_size": "400"}, "vocab_size=400"),
     ],
 )
-def test_10_lying_metadata_is_refused_at_load(test_zipformer_dir, tmp_path, prefix, changes, message):
+def test_lying_metadata_is_refused_at_load(test_zipformer_dir, tmp_path, prefix, changes, message):
     folder = _with_metadata(test_zipformer_dir, tmp_path / "m", prefix, changes)
     with pytest.raises(ModelError, match=message):
         create_recognizer(RecognizerConfig(model=str(folder), device="cpu"))
 
 
-def test_10_token_tables_that_lie(tmp_path):
+def test_token_tables_that_lie(tmp_path):
     path = tmp_path / "tokens.txt"
     path.write_text("<blk> 0\n▁HIGH 1\n▁PWNED 1\n")
     with pytest.raises(ModelError, match="appears twice"):
@@ -348,8 +348,8 @@ def test_10_token_tables_that_lie(tmp_path):
         TokenTable.from_file(path)
 
 
-# ----- 11. downloads that trickle, read-only caches ---------------------------------------------------
-def test_11_a_trickling_server_hits_the_deadline(tmp_path, monkeypatch):
+# ----- downloads that trickle, read-only caches ---------------------------------------------------
+def test_a_trickling_server_hits_the_deadline(tmp_path, monkeypatch):
     import http.server
 
     monkeypatch.setenv("STREAMCLI_MODELS_DIR", str(tmp_path / "cache"))
@@ -383,7 +383,7 @@ def test_11_a_trickling_server_hits_the_deadline(tmp_path, monkeypatch):
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
-def test_11_read_only_model_folder_is_named(tmp_path, monkeypatch):
+def test_read_only_model_folder_is_named(tmp_path, monkeypatch):
     monkeypatch.setenv("STREAMCLI_MODELS_DIR", str(tmp_path))
     (tmp_path / "fake").mkdir()
     (tmp_path / "fake").chmod(0o500)
@@ -391,7 +391,7 @@ def test_11_read_only_model_folder_is_named(tmp_path, monkeypatch):
         registry.download_model(_model("http://127.0.0.1:9", {"a": b"a"}))
 
 
-def test_11_read_only_message_when_access_says_no(tmp_path, monkeypatch):
+def test_read_only_message_when_access_says_no(tmp_path, monkeypatch):
     monkeypatch.setenv("STREAMCLI_MODELS_DIR", str(tmp_path))
     real_access = os.access
     monkeypatch.setattr(
@@ -401,8 +401,8 @@ def test_11_read_only_message_when_access_says_no(tmp_path, monkeypatch):
         registry.download_model(_model("http://127.0.0.1:9", {"a": b"a"}))
 
 
-# ----- 12. messages ------------------------------------------------------------------------------------
-def test_12_a_fifo_carries_wav(tmp_path, wav, model):
+# ----- messages ------------------------------------------------------------------------------------
+def test_a_fifo_carries_wav(tmp_path, wav, model):
     fifo = tmp_path / "pipe.wav"
     os.mkfifo(fifo)
 
@@ -419,14 +419,14 @@ def test_12_a_fifo_carries_wav(tmp_path, wav, model):
     assert piped.output == direct.output
 
 
-def test_12_dev_zero_is_not_called_empty(model):
+def test_dev_zero_is_not_called_empty(model):
     result = runner.invoke(app, ["transcribe", "/dev/zero", *model])
     assert (
         result.exit_code == 1 and "not WAV data (only WAV can be read from a pipe or device)" in result.output
     )
 
 
-def test_12_truncated_encoder_is_called_damaged(test_zipformer_dir, tmp_path):
+def test_truncated_encoder_is_called_damaged(test_zipformer_dir, tmp_path):
     folder = tmp_path / "m"
     shutil.copytree(test_zipformer_dir, folder)
     encoder = next(folder.glob("encoder*.onnx"))
@@ -435,7 +435,7 @@ def test_12_truncated_encoder_is_called_damaged(test_zipformer_dir, tmp_path):
         create_recognizer(RecognizerConfig(model=str(folder), device="cpu"))
 
 
-def test_12_usage_errors_are_one_line(wav):
+def test_usage_errors_are_one_line(wav):
     proc = subprocess.run(
         [sys.executable, "-m", "streamcli", "transcribe", str(wav), "--threads", "abc"],
         capture_output=True,
@@ -446,16 +446,16 @@ def test_12_usage_errors_are_one_line(wav):
     assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("error: ") and "--threads" in proc.stderr
 
 
-def test_12_live_output_on_a_full_disk_names_the_file():
+def test_live_output_on_a_full_disk_names_the_file():
     writer = SegmentWriter("/dev/full", "txt")
     with pytest.raises(StreamcliError, match="cannot write /dev/full: No space left on device"):
         writer.write(_seg(0.0, "lost"))
     writer.close()
 
 
-# ----- 13. whole-file documents stream to disk --------------------------------------------------------
+# ----- whole-file documents stream to disk --------------------------------------------------------
 @pytest.mark.parametrize("fmt", ["txt", "json", "srt", "vtt"])
-def test_13_streamed_document_equals_the_rendered_one(tmp_path, fmt):
+def test_streamed_document_equals_the_rendered_one(tmp_path, fmt):
     segments = [_seg(float(i), f'word "{i}" ünï') for i in range(50)] + [Segment(60.0, 61.0, "  ")]
     writer = DocumentWriter(tmp_path / f"out.{fmt}", fmt, file="talk.wav")
     for seg in segments:
@@ -467,7 +467,7 @@ def test_13_streamed_document_equals_the_rendered_one(tmp_path, fmt):
     assert [p.name for p in tmp_path.iterdir()] == [f"out.{fmt}"]  # no spool or temp file left
 
 
-def test_13_an_aborted_document_leaves_the_old_file(tmp_path):
+def test_an_aborted_document_leaves_the_old_file(tmp_path):
     target = tmp_path / "out.json"
     target.write_text("earlier")
     writer = DocumentWriter(target, "json", file="x")

@@ -116,7 +116,7 @@ def measure_second_pass(recognizer: Recognizer, audio: LoopedAudio, seconds: flo
     if worker is None:
         return None
     stats = worker.stats
-    first_latency, first_batch, busy_before = len(stats.latency_ms), len(stats.batches), stats.busy_s
+    first_latency, first_batch, busy_before = stats.latency_ms.total, stats.batches.total, stats.busy_s
     drivers = [StreamDriver(recognizer.create_stream(), finals=worker) for _ in range(streams)]
     readers = [audio.reader(k * 104729) for k in range(streams)]
     hop = int(recognizer.info.shift_frames * SAMPLE_RATE * FRAME_MS) // 1000
@@ -136,7 +136,7 @@ def measure_second_pass(recognizer: Recognizer, audio: LoopedAudio, seconds: flo
     for d in drivers:
         d.finish()
     progress(label, steps, steps)
-    finals = np.asarray(stats.latency_ms[first_latency:], dtype=float)
+    finals = np.asarray(stats.latency_ms.since(first_latency), dtype=float)
     if finals.size == 0:
         return None
     audio_s = streams * steps * hop / SAMPLE_RATE
@@ -151,7 +151,7 @@ def measure_second_pass(recognizer: Recognizer, audio: LoopedAudio, seconds: flo
         ms_per_audio_s=busy_s * 1000.0 / audio_s,
         streams=streams,
         segments_per_s=finals.size / busy_s if busy_s > 0 else 0.0,
-        batch_mean=float(np.mean(stats.batches[first_batch:])),
+        batch_mean=float(np.mean(stats.batches.since(first_batch))),
     )
 
 

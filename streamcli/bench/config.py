@@ -12,7 +12,6 @@ FRAME_MS = 10.0
 SAMPLE_RATE = 16000
 
 
-WCTC_FAMILY = "wctc"
 # T_proc p50 at the last position / at the first: at most this is "flat in N" (the claim the bench checks).
 FLATNESS_TARGET = 1.1
 

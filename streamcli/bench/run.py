@@ -10,7 +10,7 @@ import numpy as np
 
 from streamcli.bench.accuracy import measure_accuracy, measure_peer, measure_second_pass, read_manifest
 from streamcli.bench.audio import LoopedAudio, load_bench_audio
-from streamcli.bench.config import FRAME_MS, WCTC_FAMILY, BenchConfig, ProgressFn, no_progress
+from streamcli.bench.config import FRAME_MS, BenchConfig, ProgressFn, no_progress
 from streamcli.bench.measure import (
     FullContextEncoder,
     measure_emission,
@@ -20,6 +20,7 @@ from streamcli.bench.measure import (
 )
 from streamcli.bench.schema import ConfigResult, Percentiles, peak_rss_mb
 from streamcli.errors import DeviceError, StreamcliError
+from streamcli.families import family_of
 
 if TYPE_CHECKING:
     from streamcli.recognizer import ModelInfo, Recognizer
@@ -71,7 +72,7 @@ def plan_configs(
     os_ = list(overlaps) if overlaps is not None else [native_o]
     valid: list[tuple[int, int]] = []
     skipped: list[tuple[int, int, str]] = []
-    if family != WCTC_FAMILY:
+    if not family_of(family).window:
         hop = shift_frames if shift_frames is not None else native_w - native_o
         for w in ws:
             for o in os_:
@@ -183,7 +184,7 @@ def run_bench(config: BenchConfig, progress: ProgressFn = no_progress) -> list[C
         results.extend(_skipped(config.model, device, info.family, w, o, r) for w, o, r in skipped)
         audio = load_bench_audio(config.audio, Path(info.path))
         for w, o in valid:
-            if info.family == WCTC_FAMILY and (w, o) != (info.window_frames, info.overlap_frames):
+            if family_of(info.family).window and (w, o) != (info.window_frames, info.overlap_frames):
                 try:
                     rec = _recognizer(config.model, device, config.threads, w, o)
                 except ValueError as exc:
@@ -252,7 +253,7 @@ def measure_config(
     result.flatness_ratio = points[-1].t_proc_ms_p50 / points[0].t_proc_ms_p50
     if info.device_notice:
         result.notes.append(info.device_notice)
-    if info.family == WCTC_FAMILY and config.full_context:
+    if family_of(info.family).any_length and config.full_context:
         encoder = FullContextEncoder(recognizer)
         short = [p for p in points if p.seconds <= config.full_context_max_s]
         for p in points[len(short) :]:
@@ -277,7 +278,7 @@ def measure_config(
                 result.full_context_growth = done[-1] / done[0]
             result.full_context_peak_rss_mb = peak_rss_mb()
         del encoder
-    elif info.family != WCTC_FAMILY:
+    elif not family_of(info.family).any_length:
         result.notes.append(f"no full-context baseline: a {info.family} encoder only accepts its fixed chunk")
     if config.streams > 1:
         result.streams = measure_streams(
@@ -290,7 +291,7 @@ def measure_config(
             recognizer, audio, config.realtime_s, config.realtime_block_ms, progress
         )
     two_pass = None
-    if info.family == WCTC_FAMILY:
+    if family_of(info.family).word_times:
         two_pass = _two_pass(config.model, device, config.threads, int(info.window_frames),
                              int(info.overlap_frames))
     if two_pass is not None and config.second_pass_s > 0:
@@ -303,7 +304,7 @@ def measure_config(
         else:
             result.accuracy = measure_accuracy(recognizer, config.data, hop, config.data_limit, progress)
     if config.peer is not None:
-        if info.family == WCTC_FAMILY:
+        if not family_of(info.family).sherpa_peer:
             result.peer_error = "--peer sherpa-onnx compares zipformer models only (sherpa-onnx has no wctc)"
         else:
             try:

@@ -11,7 +11,7 @@ from pathlib import Path
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from streamcli.cli.common import err_console, print_error
-from streamcli.cluster import MANIFEST_NAME, FileResult, Job, Manifest, RayBatch, connect
+from streamcli.cluster import MANIFEST_NAME, FileResult, Job, Manifest, RayBatch, connect, import_ray
 from streamcli.formats import safe_text, write_atomic
 from streamcli.recognizer import RecognizerConfig
 
@@ -33,11 +33,7 @@ def run_on_ray(
         raise ValueError("--ray reads files, not stdin (-)")
     config = dataclasses.replace(config, model=str(Path(config.model).resolve()), threads=threads_per_worker)
     started_s = time.monotonic()
-    ray, started_here = connect(address)
-    cpus = int(ray.cluster_resources().get("CPU", 1))
-    gpus = 1.0 if config.device.startswith("cuda") else 0.0
-    n_workers = workers or max(1, cpus // threads_per_worker)
-    startup_s = time.monotonic() - started_s
+    import_ray()  # without Ray: one line saying how to install it, before anything is written
     manifest = Manifest(folder / MANIFEST_NAME) if folder is not None else None
     jobs: list[Job] = []
     failed = 0
@@ -49,6 +45,17 @@ def run_on_ray(
                 manifest.add(FileResult(job.label, safe_text(str(target)), "skipped"))
             continue
         jobs.append(job)
+    if not jobs:  # everything is done: no cluster needed
+        if manifest is not None:
+            manifest.close()
+        done = f"0 done, 0 failed, {len(inputs)} skipped (outputs exist; --overwrite redoes them)"
+        err_console.print(done, markup=False, highlight=False)
+        return 0
+    ray, started_here = connect(address)
+    cpus = int(ray.cluster_resources().get("CPU", 1))
+    gpus = 1.0 if config.device.startswith("cuda") else 0.0
+    n_workers = workers or max(1, cpus // threads_per_worker)
+    startup_s = time.monotonic() - started_s
     skipped = len(inputs) - len(jobs)
     err_console.print(
         f"ray: {n_workers} workers × {threads_per_worker} threads ({cpus} CPUs in the cluster, "

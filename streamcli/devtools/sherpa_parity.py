@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from streamcli.audio import read_audio
+from streamcli.tokens import WORD_START
 
 SHARED = Path(__file__).resolve().parents[3] / "shared"
 DEV_TSV = SHARED / "data" / "dev" / "dev.tsv"
@@ -63,7 +64,7 @@ def run_streamcli(recognizer, samples: np.ndarray) -> tuple[Decoded, int]:
     stream.finish()
     result = stream.result()
     elapsed = time.perf_counter() - t0
-    tokens = [(t.text.replace("\u2581", " "), round(t.start, 3)) for t in result.tokens]
+    tokens = [(t.text.replace(WORD_START, " "), round(t.start, 3)) for t in result.tokens]
     return Decoded(tokens, elapsed), stream.tail_padding_samples
 
 

@@ -27,6 +27,9 @@ class Family:
     class_name: str
     beam_search: bool  # --beam (modified beam search) applies
     window: bool  # --window/--overlap apply (a zipformer's chunk is fixed at export)
+    any_length: bool  # the encoder takes any number of frames (bench's full-context baseline)
+    word_times: bool  # CTC word times: a Whisper second pass can be attached (and aligned)
+    sherpa_peer: bool  # sherpa-onnx runs the same model (bench --peer)
 
     def load(self) -> type[Recognizer]:
         return getattr(importlib.import_module(self.module), self.class_name)
@@ -34,11 +37,26 @@ class Family:
 
 FAMILIES: dict[str, Family] = {
     "zipformer": Family("streamcli.families.zipformer", "ZipformerTransducer", beam_search=True,
-                        window=False),
+                        window=False, any_length=False, word_times=False, sherpa_peer=True),
     "zipformer2": Family("streamcli.families.zipformer", "ZipformerTransducer", beam_search=True,
-                         window=False),
-    "wctc": Family("streamcli.families.wctc", "WctcRecognizer", beam_search=False, window=True),
+                         window=False, any_length=False, word_times=False, sherpa_peer=True),
+    "wctc": Family("streamcli.families.wctc", "WctcRecognizer", beam_search=False, window=True,
+                   any_length=True, word_times=True, sherpa_peer=False),
 }
+
+
+# ModelInfo.family as each family's recognizer names it -> its capability table.
+_BY_INFO_FAMILY = {"zipformer-transducer": FAMILIES["zipformer"], "wctc": FAMILIES["wctc"]}
+
+
+def family_of(name: str) -> Family:
+    """The capability table of a family: a model_type, or a loaded model's ``ModelInfo.family``."""
+    try:
+        return FAMILIES.get(name) or _BY_INFO_FAMILY[name]
+    except KeyError:
+        supported = ", ".join(FAMILIES)
+        raise ModelError(f"unsupported model family {name!r} (supported: {supported})") from None
+
 
 
 def detect_family(folder: Path) -> tuple[str, dict[str, str]]:
@@ -96,7 +114,7 @@ def create_second_pass(
     """The second pass a model's metadata names (``second_pass``), for that first pass."""
     if name != "whisper-tiny.en":
         raise ModelError(f"{folder}: unknown second pass {name!r}")
-    if first_pass.info.family != "wctc":
+    if not family_of(first_pass.info.family).word_times:
         raise ModelError(f"{folder}: a {name} second pass needs a wctc first pass (its CTC word times)")
     from streamcli.whisper.finals import WhisperFinals  # noqa: PLC0415 (two-pass models only)
 

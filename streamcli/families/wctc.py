@@ -1,14 +1,16 @@
 """Windowed-attention CTC family ("wctc"): our streaming encoder run by onnxruntime, greedy CTC search.
 
 One encoder call takes the hop = W - O new 10 ms feature frames of each stream plus its caches
-(attention keys/values of the last O/5 encoder frames, the causal conv context, a valid-frame count)
-and returns CTC logits for hop/5 encoder frames (50 ms each) and the updated caches, so the work per
-call is the same at any stream position. The layout of the ONNX file is described in
-:mod:`streamcli.train.export` and in the README; this module only needs onnxruntime and numpy.
+(attention keys/values of the last O/s encoder frames, the causal conv context, a valid-frame count)
+and returns CTC logits for hop/s encoder frames and the updated caches, so the work per call is the
+same at any stream position. The subsampling s is the model's (metadata ``subsampling``): 2 for the
+shipped default (20 ms encoder frames), 5 for the small character model (50 ms). The layout of the
+ONNX file is described in :mod:`streamcli.train.export` and in the README; this module only needs
+onnxruntime and numpy.
 
 The window and overlap default to the values in the model's metadata and can be overridden per
 recognizer (``RecognizerConfig.window_frames/overlap_frames``): the same file serves any W/O that are
-multiples of the subsampling factor (5) with 0 <= O < W.
+multiples of the subsampling factor with 0 <= O < W.
 """
 
 from __future__ import annotations

@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from streamcli.errors import ModelError
+from streamcli.features import FRAMES_30_S
 from streamcli.providers import create_model_sessions, resolve_threads
 from streamcli.recognizer import ModelInfo, Recognizer, RecognizerConfig
 from streamcli.search import BeamState, GreedyHyp, greedy_search, initial_context, modified_beam_search
@@ -58,7 +59,7 @@ class StateSpec:
         return np.zeros(self.shape, dtype=self.dtype)
 
 
-MAX_CHUNK_FRAMES = 3000  # 30 s: no streaming zipformer has a chunk near this
+MAX_CHUNK_FRAMES = FRAMES_30_S  # no streaming zipformer has a chunk near this
 
 
 def _ints(meta: dict[str, str], key: str, path: Path) -> list[int]:

@@ -42,6 +42,7 @@ from streamcli.recognizer import RecognizerLike
 from streamcli.serve import openai_api, realtime, vosk
 from streamcli.serve.config import ServeConfig
 from streamcli.serve.connection import Connection
+from streamcli.serve.context import Busy
 from streamcli.serve.metrics import ServerMetrics
 from streamcli.serve.scheduler import Scheduler, Session
 
@@ -52,10 +53,6 @@ PAGE = Path(__file__).resolve().parent.parent / "serve_page.html"
 # every final within 1 s of eof (p95 0.56 s), 32 (0.64 of the worker) p95 1.9 s, 47 p95 4.5 s.
 FINALS_UTILIZATION = 0.5
 LOOPBACK_NAMES = {"localhost", "127.0.0.1", "::1"}
-
-
-class Busy(Exception):
-    """No capacity for one more stream; the message says why."""
 
 
 class ServerError(RuntimeError):
@@ -151,9 +148,8 @@ class Server:
         cost = finals.seconds_per_audio_s if finals is not None else 0.0
         return FINALS_UTILIZATION / cost if cost > 0 else float("inf")
 
-    @contextlib.contextmanager
-    def slot(self, protocol: str) -> Iterator[None]:
-        """Holds one stream slot (raises Busy when none is free)."""
+    def take_slot(self, protocol: str) -> Callable[[], None]:
+        """Takes one stream slot (raises Busy when none is free); returns its release (idempotent)."""
         try:
             self.check_capacity()
         except Busy:
@@ -162,11 +158,16 @@ class Server:
         self.slots += 1
         self.metrics.streams_open.set(self.slots)
         self.metrics.streams_total.labels(protocol).inc()
-        try:
-            yield
-        finally:
-            self.slots -= 1
-            self.metrics.streams_open.set(self.slots)
+        released = False
+
+        def release() -> None:
+            nonlocal released
+            if not released:
+                released = True
+                self.slots -= 1
+                self.metrics.streams_open.set(self.slots)
+
+        return release
 
     async def wait_for_backlog(self, session: Session, connection: Connection) -> None:
         """Back-pressure: stop reading this client while too much of its audio waits to be decoded."""
@@ -235,8 +236,11 @@ class Server:
         connection = Connection(websocket, self.config.write_timeout_s)
         connection.start()
         try:
-            with self.slot(protocol):
+            release = self.take_slot(protocol)
+            try:
                 await handler(self, connection)
+            finally:
+                release()
         except Busy as exc:
             await connection.fail(handler_error(protocol, str(exc), "server_busy"), 1013, str(exc))
         finally:

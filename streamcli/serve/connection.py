@@ -16,6 +16,15 @@ from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 MAX_OUTBOX = 256  # unsent answers before a client counts as not reading
 
 
+def parse_json(text: str) -> object:
+    """JSON of a text message; ValueError with one line for anything json cannot take (a 5,000-digit
+    number or a deeply nested value raise ValueError/RecursionError inside json, not JSONDecodeError)."""
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError):
+        raise ValueError("malformed JSON in a text message") from None
+
+
 class ClientGone(Exception):
     """The client went away or stopped reading; the handler ends its session."""
 

@@ -17,9 +17,8 @@ import json
 import os
 import tempfile
 import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from starlette.datastructures import UploadFile
 from starlette.requests import ClientDisconnect, Request
@@ -29,9 +28,7 @@ from starlette.routing import Route
 from streamcli.errors import StreamcliError
 from streamcli.formats import render
 from streamcli.results import Segment
-
-if TYPE_CHECKING:
-    from streamcli.serve.app import Server
+from streamcli.serve.context import ServerContext
 
 RESPONSE_FORMATS = ("json", "text", "srt", "vtt", "verbose_json")
 GRANULARITIES = ("word", "segment")
@@ -56,7 +53,7 @@ class _TooLarge(Exception):
     pass
 
 
-def routes(server: Server) -> list[Route]:
+def routes(server: ServerContext) -> list[Route]:
     api = OpenAIApi(server)
     return [
         Route("/v1/audio/transcriptions", api.transcriptions, methods=["POST"]),
@@ -73,7 +70,7 @@ def known_models(loaded: str) -> list[str]:
 
 
 class OpenAIApi:
-    def __init__(self, server: Server) -> None:
+    def __init__(self, server: ServerContext) -> None:
         self.server = server
         self.jobs = threading.BoundedSemaphore(server.config.max_file_jobs)
 
@@ -97,8 +94,8 @@ class OpenAIApi:
                     "rate_limit_error",
                 )
             try:
-                self.server.check_capacity()
-            except Exception as exc:
+                release_slot = self.server.take_slot("rest")
+            except Exception as exc:  # Busy: the message says which limit
                 self.jobs.release()
                 raise ApiError(503, str(exc), "server_busy", "server_error") from None
         except ApiError as exc:
@@ -107,7 +104,10 @@ class OpenAIApi:
         except ClientDisconnect:
             _remove(path)
             return Response(status_code=400)
-        release = self._hold_slot()
+        def release() -> None:
+            release_slot()
+            self.jobs.release()
+
         if options["stream"]:
             return StreamingResponse(
                 self._events(path, release),
@@ -121,23 +121,6 @@ class OpenAIApi:
         finally:
             release()
         return _document(segments, duration_s, options)
-
-    def _hold_slot(self):  # noqa: ANN202 - returns the release callable
-        server = self.server
-        server.slots += 1
-        server.metrics.streams_open.set(server.slots)
-        server.metrics.streams_total.labels("rest").inc()
-        released = False
-
-        def release() -> None:
-            nonlocal released
-            if not released:
-                released = True
-                server.slots -= 1
-                server.metrics.streams_open.set(server.slots)
-                self.jobs.release()
-
-        return release
 
     async def _receive(self, request: Request) -> tuple[dict, Path]:
         """The multipart form with the file streamed to a temporary file (size-limited)."""
@@ -211,7 +194,7 @@ class OpenAIApi:
         finally:
             _remove(path)
 
-    async def _events(self, path: Path, release) -> AsyncIterator[str]:  # noqa: ANN001
+    async def _events(self, path: Path, release: Callable[[], None]) -> AsyncIterator[str]:
         """SSE: a delta per finalized segment while the file is decoded, then done."""
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[Segment | ApiError | None] = asyncio.Queue()

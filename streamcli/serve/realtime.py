@@ -24,17 +24,13 @@ import base64
 import binascii
 import itertools
 from collections import deque
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from streamcli.results import Result
-from streamcli.serve.connection import ClientGone, Connection
+from streamcli.serve.connection import ClientGone, Connection, parse_json
+from streamcli.serve.context import ServerContext
 from streamcli.serve.scheduler import Session, Update
-from streamcli.serve.vosk import parse_json
-
-if TYPE_CHECKING:
-    from streamcli.serve.app import Server
 
 RATES = (24000, 16000)
 _ids = itertools.count(1)
@@ -194,7 +190,7 @@ def _requested_rate(event: dict, rate: int) -> int:
     raise ValueError(f"input audio format must be audio/pcm (pcm16), got {str(fmt)[:40]}")
 
 
-async def handle(server: Server, connection: Connection) -> None:
+async def handle(server: ServerContext, connection: Connection) -> None:
     """One Realtime transcription session (accepted, slot held by the caller)."""
     config = server.config
     scheduler = server.scheduler

@@ -15,18 +15,14 @@ Errors get ``{"error": "..."}`` and a close frame with the reason (1003 bad data
 from __future__ import annotations
 
 import asyncio
-import json
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from streamcli.results import Result, Segment
 from streamcli.serve.config import MAX_SAMPLE_RATE
-from streamcli.serve.connection import ClientGone, Connection
+from streamcli.serve.connection import ClientGone, Connection, parse_json
+from streamcli.serve.context import ServerContext
 from streamcli.serve.scheduler import Session, Update
-
-if TYPE_CHECKING:
-    from streamcli.serve.app import Server
 
 
 def result_message(segment: Segment | None) -> dict:
@@ -70,15 +66,6 @@ def parse_sample_rate(value: object) -> int:
     return int(value)
 
 
-def parse_json(text: str) -> object:
-    """JSON of a text message; ValueError with one line for anything json cannot take (a 5,000-digit
-    number or a deeply nested value raise ValueError/RecursionError inside json, not JSONDecodeError)."""
-    try:
-        return json.loads(text)
-    except (ValueError, RecursionError):
-        raise ValueError("malformed JSON in a text message") from None
-
-
 class VoskClient:
     """Turns the scheduler's updates into Vosk answers (one per audio message) on the event loop."""
 
@@ -115,7 +102,7 @@ class VoskClient:
             self.finished.set()
 
 
-async def handle(server: Server, connection: Connection) -> None:
+async def handle(server: ServerContext, connection: Connection) -> None:
     """One Vosk connection (accepted, slot held by the caller) until eof, error, idle or gone."""
     config = server.config
     scheduler = server.scheduler

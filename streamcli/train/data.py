@@ -17,9 +17,9 @@ import soundfile as sf
 import soxr
 
 from streamcli.metrics import normalize_transcript
+from streamcli.tokens import WORD_START
 
 SAMPLE_RATE = 16000
-WORD_BOUNDARY = "\u2581"
 
 
 @dataclass
@@ -39,7 +39,7 @@ def encode_text(text: str, table: dict[str, int]) -> list[int]:
     """Character targets: the first letter of a word in its ``▁x`` form, the others plain."""
     ids = []
     for word in normalize_text(text).split():
-        ids.append(table[WORD_BOUNDARY + word[0]])
+        ids.append(table[WORD_START + word[0]])
         ids.extend(table[ch] for ch in word[1:])
     return ids
 

@@ -24,9 +24,9 @@ import torch
 from torch import nn
 
 from streamcli.recognizer import validate_window
+from streamcli.tokens import WORD_START
 
 SUBSAMPLING = 5
-WORD_BOUNDARY = "\u2581"
 
 
 def char_tokens() -> list[str]:
@@ -34,7 +34,7 @@ def char_tokens() -> list[str]:
     `▁x` (like sentencepiece pieces). No separate space token, so an utterance needs ~20% fewer CTC
     frames, which matters at 50 ms per encoder frame."""
     chars = ["'"] + [chr(c) for c in range(ord("a"), ord("z") + 1)]
-    return ["<blk>"] + chars + [WORD_BOUNDARY + c for c in chars]
+    return ["<blk>"] + chars + [WORD_START + c for c in chars]
 
 
 @dataclass

@@ -32,11 +32,11 @@ from torch import nn
 
 from streamcli.recognizer import validate_window
 from streamcli.train.wctc_torch import (  # the same character table as the wctc models
-    WORD_BOUNDARY,
+    WORD_START,
     char_tokens,
 )
 
-__all__ = ["WORD_BOUNDARY", "char_tokens"]  # re-exported for the training scripts
+__all__ = ["WORD_START", "char_tokens"]  # re-exported for the training scripts
 
 SUBSAMPLING = 2
 CONV_CONTEXT = 2  # left frames each causal conv needs (kernel 3)

@@ -12,6 +12,7 @@ import numpy as np
 from streamcli.align import align_words
 from streamcli.finals import ClosedUtterance
 from streamcli.metrics import normalize_transcript
+from streamcli.recent import Recent
 from streamcli.results import Segment, Token, Word
 from streamcli.tokens import TokenTable
 from streamcli.whisper.second_pass import MAX_SEGMENT_FRAMES, SecondPassConfig, WhisperSecondPass
@@ -41,7 +42,7 @@ class WhisperFinals:
         self.name = f"{NAME} decoder ({frames} frames, {self.whisper.precision})"
         self.needs_hidden = frames == "student"
         self.max_frames = MAX_SEGMENT_FRAMES
-        self.final_times_ms: list[float] = []
+        self.final_times_ms = Recent()  # per utterance, the newest
         self._char_table = {t: i for i, t in enumerate(tokens.symbols)}
         self._frame_s = encoder_frame_s
 

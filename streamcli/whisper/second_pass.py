@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from streamcli.errors import ModelError
+from streamcli.features import FRAMES_30_S
 from streamcli.providers import create_session
 from streamcli.registry import cache_dir
 
@@ -43,7 +44,7 @@ SOT = 50257
 NO_TIMESTAMPS = 50362
 NO_SPEECH = 50361
 FIRST_TIMESTAMP = 50363
-MAX_SEGMENT_FRAMES = 3000  # Whisper's 30 s window (10 ms frames)
+MAX_SEGMENT_FRAMES = FRAMES_30_S  # Whisper's window
 MAX_NEW_TOKENS = 224  # half of the decoder's 448 positions, as Whisper decodes
 SILENCE_LOG_MEL = -10.0  # log10(1e-10): what zero samples give
 # A batch of segments of different lengths shares one encoder call while the padding it adds stays
