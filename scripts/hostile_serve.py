@@ -67,9 +67,14 @@ async def real_time(url: str, pcm: bytes, seconds: float | None = None) -> dict:
                 await asyncio.sleep(0.2)
             await ws.send('{"eof" : 1}')
             answers.append(json.loads(await asyncio.wait_for(ws.recv(), 60)))
-    except Exception as exc:  # noqa: BLE001 - reported as the outcome
-        return {"answers": len(answers), "final": False, "error": repr(exc)[:120]}
-    return {"answers": len(answers), "final": "result" in answers[-1] and bool(answers[-1].get("text"))}
+    except Exception as exc:  # noqa: BLE001 - a shutdown closes the connection after the final
+        return {"answers": len(answers), "final": _final(answers), "closed": repr(exc)[:120]}
+    return {"answers": len(answers), "final": _final(answers)}
+
+
+def _final(answers: list[dict]) -> bool:
+    """Whether the last answer is a result with text (the final of what was said)."""
+    return bool(answers) and "result" in answers[-1] and bool(answers[-1].get("text"))
 
 
 def flood(port: int, extra: list[str], flood_s: float, pcm: bytes) -> dict:

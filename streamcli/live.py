@@ -36,6 +36,7 @@ from streamcli.capture import (
     resolve_input_device,
 )
 from streamcli.errors import AudioError, DeviceError
+from streamcli.recent import Recent
 from streamcli.recognizer import RecognizerLike, StreamDriver
 from streamcli.refine import RefineConfig
 from streamcli.results import Result, Segment
@@ -368,191 +369,250 @@ class LiveTranscriber:
 
     # -- worker -------------------------------------------------------------------------------
     def _work(self) -> None:
-        rec = self.recognizer
-        model_rate = int(rec.info.sample_rate)
-        stream = rec.create_stream()
-        name = self.device.name if self.device is not None else "input"
-        converter = AudioConverter(self.capture_rate_hz, model_rate, name)
+        _Worker(self).run()
 
-        # Latency bookkeeping: for each block fed, the stream time (s) its last sample reaches and the
-        # wall clock it arrived at; a token at stream time t was heard when the block holding t arrived.
-        block_end_s: list[float] = []
-        block_arrival_s: list[float] = []
-        fed_samples = 0
-        captured_frames = 0
-        decode_s = 0.0
-        rolling: deque[float] = deque(maxlen=LATENCY_WINDOW_TOKENS)
-        level: deque[tuple[int, float]] = deque()
-        level_frames = 0
-        level_window = max(1, int(0.2 * self.capture_rate_hz))
-        last_partial = ""
-        last_status_s = 0.0
-        error: BaseException | None = None
-        limit_frames = None if self.duration_s is None else int(round(self.duration_s * self.capture_rate_hz))
 
-        recording = self._recording
+class LevelMeter:
+    """Input level over the last 0.2 s of captured blocks (dBFS), for the status line."""
 
-        def feed(samples: np.ndarray, arrival_s: float) -> None:
-            nonlocal fed_samples
-            if samples.size == 0:
-                return
-            if recording is not None:
-                recording.write(samples)
-            stream.accept_waveform(model_rate, samples)
-            fed_samples += samples.shape[0]
-            block_end_s.append(fed_samples / model_rate)
-            block_arrival_s.append(arrival_s)
+    def __init__(self, rate_hz: int) -> None:
+        self._window = max(1, int(0.2 * rate_hz))
+        self._blocks: deque[tuple[int, float]] = deque()  # (frames, summed energy)
+        self._frames = 0
 
-        def publish_partial(result: Result) -> None:
-            nonlocal last_partial
-            if result.text != last_partial or result.committed:
-                last_partial = result.text
-                self._events.put(PartialEvent(result.text, result.committed, result.tentative))
+    def add(self, block: np.ndarray) -> None:
+        energy = float(np.square(block, dtype=np.float64).sum() / max(1, block.shape[1]))
+        self._blocks.append((block.shape[0], energy))
+        self._frames += block.shape[0]
+        while self._frames - self._blocks[0][0] >= self._window:
+            self._frames -= self._blocks.popleft()[0]
 
-        def final(segment: Segment) -> None:
-            self.summary.segments += 1
-            self._events.put(SegmentEvent(segment))
+    def dbfs(self) -> float:
+        frames = sum(n for n, _ in self._blocks)
+        energy = sum(e for _, e in self._blocks)
+        rms = math.sqrt(energy / frames) if frames else 0.0
+        return 20.0 * math.log10(max(rms, 1e-10))
 
+
+class TokenLatency:
+    """Audio-to-text latency per token: a token at stream time t was heard when the block holding t
+    arrived, and is shown when the first pass decodes it. Bounded: the newest blocks and latencies."""
+
+    KEEP_BLOCKS = 4096
+
+    def __init__(self) -> None:
+        self._block_end_s: deque[float] = deque(maxlen=self.KEEP_BLOCKS)  # stream time each block reaches
+        self._arrival_s: deque[float] = deque(maxlen=self.KEEP_BLOCKS)  # and the wall clock it arrived at
+        self.rolling: deque[float] = deque(maxlen=LATENCY_WINDOW_TOKENS)  # for the status line
+        self.all_ms = Recent()  # for the summary
+        self.max_ms: float | None = None
+
+    def fed(self, end_s: float, arrival_s: float) -> None:
+        self._block_end_s.append(end_s)
+        self._arrival_s.append(arrival_s)
+
+    def decoded(self, token_starts_s: list[float], decoded_s: float) -> None:
+        for start in token_starts_s:
+            i = bisect.bisect_left(self._block_end_s, start - 1e-9)
+            latency_ms = (decoded_s - self._arrival_s[min(i, len(self._arrival_s) - 1)]) * 1000.0
+            self.all_ms.append(latency_ms)
+            self.rolling.append(latency_ms)
+            self.max_ms = latency_ms if self.max_ms is None else max(self.max_ms, latency_ms)
+
+
+class _Worker:
+    """One session's worker thread: blocks from the capture queue -> the one audio door -> the streaming
+    driver; the level meter, latency record, recording and status are observers of what flows."""
+
+    def __init__(self, session: LiveTranscriber) -> None:
+        self.session = session
+        rec = session.recognizer
+        self.model_rate = int(rec.info.sample_rate)
+        self.stream = rec.create_stream()
+        name = session.device.name if session.device is not None else "input"
+        self.converter = AudioConverter(session.capture_rate_hz, self.model_rate, name)
+        self.meter = LevelMeter(session.capture_rate_hz)
+        self.latency = TokenLatency()
+        self.recording = session._recording
+        self.fed_samples = 0
+        self.captured_frames = 0
+        self.decode_s = 0.0
+        self.last_partial = ""
+        self.last_status_s = 0.0
+        duration_s = session.duration_s
+        self.limit_frames = None if duration_s is None else int(round(duration_s * session.capture_rate_hz))
         # Finals come from the recognizer's batched second-pass worker, in order, while capture and
         # the first pass go on; each is shown when it is ready. With refinements the partial is the
         # second pass's view of the words being spoken (streamcli.refine).
-        driver = StreamDriver(stream, on_partial=publish_partial, on_segment=final,
-                              finals=rec.finals_worker(), refine=RefineConfig() if self.refine else None)
+        refine = RefineConfig() if session.refine else None
+        self.driver = StreamDriver(self.stream, on_partial=self.publish_partial, on_segment=self.final,
+                                   finals=rec.finals_worker(), refine=refine)
 
-        def closed() -> None:
-            nonlocal last_partial
-            last_partial = ""
-            self._events.put(PartialEvent(""))
+    # -- what the driver tells -------------------------------------------------------------------
+    def publish_partial(self, result: Result) -> None:
+        if result.text != self.last_partial or result.committed:
+            self.last_partial = result.text
+            self.session._events.put(PartialEvent(result.text, result.committed, result.tentative))
 
-        def decode_ready() -> None:
-            # The one streaming loop (StreamDriver): endpoints apply per window, not per block, since
-            # a large block (or a backlog) may hold an endpoint inside.
-            nonlocal decode_s
-            while True:
-                t0 = self._clock()
-                window = driver.step()
-                if window is None:
-                    break
-                decoded_s = self._clock()
-                decode_s += decoded_s - t0
-                for tok in window.tokens:  # heard when its block arrived, decoded by the first pass now
-                    i = bisect.bisect_left(block_end_s, tok.start - 1e-9)
-                    arrival = block_arrival_s[min(i, len(block_arrival_s) - 1)]
-                    latency_ms = (decoded_s - arrival) * 1000.0
-                    self.summary.latencies_ms.append(latency_ms)
-                    rolling.append(latency_ms)
-                    self.summary.tokens += 1
-                if window.closed:
-                    driver.take_finals()  # a final already done is shown before the partial clears
-                    if driver.refiner is None:  # refining, the driver keeps the words until the final
-                        closed()
-            driver.take_finals()
+    def final(self, segment: Segment) -> None:
+        self.session.summary.segments += 1
+        self.session._events.put(SegmentEvent(segment))
 
-        def status(now: float) -> LiveStatus:
-            frames = sum(n for n, _ in level)
-            energy = sum(e for _, e in level)
-            rms = math.sqrt(energy / frames) if frames else 0.0
-            return LiveStatus(
-                audio_s=captured_frames / self.capture_rate_hz,
-                level_dbfs=20.0 * math.log10(max(rms, 1e-10)),
-                latency_p50_ms=percentile_ms(rolling, 50),
-                latency_p95_ms=percentile_ms(rolling, 95),
-                rtf=decode_s / (fed_samples / model_rate) if fed_samples else None,
-                provider=self.summary.provider,
-                overflowed_blocks=self.summary.overflowed_blocks,
-                dropped_blocks=self.summary.dropped_blocks,
-                segments=self.summary.segments,
-            )
+    def cleared(self) -> None:
+        self.last_partial = ""
+        self.session._events.put(PartialEvent(""))
 
+    # -- the loop ----------------------------------------------------------------------------------
+    def run(self) -> None:
+        session = self.session
+        error: BaseException | None = None
         try:
-            while True:
-                try:
-                    item = self._queue.get(timeout=0.05)
-                except queue.Empty:
-                    driver.take_finals()
-                    now = self._clock()
-                    # Opening can take a while (an audio server's stream start-up is ~1-2 s), so
-                    # the first block gets a longer grace than the gaps between blocks.
-                    allowed_s = (
-                        self.stall_timeout_s
-                        if self.summary.blocks
-                        else max(self.stall_timeout_s, FIRST_BLOCK_TIMEOUT_S)
-                    )
-                    if now - self._last_callback_s > allowed_s and not self._stop_requested.is_set():
-                        self.summary.stop_reason = "device-stalled"
-                        break
-                    continue
-                if isinstance(item, _Stop):
-                    if self._stop_requested.is_set() or self._capture_finished.is_set():
-                        break
-                    continue
-                block = item.samples
-                with self._lock:
-                    self._queued_frames -= block.shape[0]
-                self._room.set()
-                if limit_frames is not None and captured_frames + block.shape[0] >= limit_frames:
-                    block = block[: limit_frames - captured_frames]
-                captured_frames += block.shape[0]
-                energy = float(np.square(block, dtype=np.float64).sum() / max(1, block.shape[1]))
-                level.append((block.shape[0], energy))
-                level_frames += block.shape[0]
-                while level_frames - level[0][0] >= level_window:
-                    level_frames -= level.popleft()[0]
-                feed(converter.process(block), item.arrival_s)
-                decode_ready()
-                now = self._clock()
-                if now - last_status_s >= self.status_interval_s:
-                    last_status_s = now
-                    self._events.put(StatusEvent(status(now)))
-                if limit_frames is not None and captured_frames >= limit_frames:
-                    self.summary.stop_reason = self.summary.stop_reason or "duration"
+            while (block := self.next_block()) is not None:
+                self.process(block)
+                if self.limit_frames is not None and self.captured_frames >= self.limit_frames:
+                    session.summary.stop_reason = session.summary.stop_reason or "duration"
                     break
         except BaseException as exc:  # reported to the consumer after finalizing what we have
             error = exc
         finally:
-            self._stop_requested.set()
+            session._stop_requested.set()
             with contextlib.suppress(Exception):
-                self._stream.stop()
+                session._stream.stop()
             with contextlib.suppress(Exception):
-                self._stream.close()
+                session._stream.close()
         try:
-            # Flush: the resampler tail, then the recognizer's padding so the last words decode.
-            tail_arrival = self._clock()
-            feed(converter.flush(), tail_arrival)
-            driver.input_finished()
-            decode_ready()
-            driver.close_utterance()
-            driver.take_finals(wait=True)
-            closed()
+            self.flush()
         except BaseException as exc:
             error = error or exc
-        if recording is not None:
+        self.end(error)
+
+    def next_block(self) -> _Block | None:
+        """The next captured block; None when capture ended, was stopped, or stalled."""
+        session = self.session
+        while True:
+            try:
+                item = session._queue.get(timeout=0.05)
+            except queue.Empty:
+                self.driver.take_finals()
+                # Opening can take a while (an audio server's stream start-up is ~1-2 s), so the first
+                # block gets a longer grace than the gaps between blocks.
+                allowed_s = (
+                    session.stall_timeout_s
+                    if session.summary.blocks
+                    else max(session.stall_timeout_s, FIRST_BLOCK_TIMEOUT_S)
+                )
+                stalled = session._clock() - session._last_callback_s > allowed_s
+                if stalled and not session._stop_requested.is_set():
+                    session.summary.stop_reason = "device-stalled"
+                    return None
+                continue
+            if isinstance(item, _Stop):
+                if session._stop_requested.is_set() or session._capture_finished.is_set():
+                    return None
+                continue
+            with session._lock:
+                session._queued_frames -= item.samples.shape[0]
+            session._room.set()
+            return item
+
+    def process(self, item: _Block) -> None:
+        block = item.samples
+        if self.limit_frames is not None and self.captured_frames + block.shape[0] >= self.limit_frames:
+            block = block[: self.limit_frames - self.captured_frames]
+        self.captured_frames += block.shape[0]
+        self.meter.add(block)
+        self.feed(self.converter.process(block), item.arrival_s)
+        self.decode_ready()
+        now = self.session._clock()
+        if now - self.last_status_s >= self.session.status_interval_s:
+            self.last_status_s = now
+            self.session._events.put(StatusEvent(self.status()))
+
+    def feed(self, samples: np.ndarray, arrival_s: float) -> None:
+        if samples.size == 0:
+            return
+        if self.recording is not None:
+            self.recording.write(samples)
+        self.stream.accept_waveform(self.model_rate, samples)
+        self.fed_samples += samples.shape[0]
+        self.latency.fed(self.fed_samples / self.model_rate, arrival_s)
+
+    def decode_ready(self) -> None:
+        # The one streaming loop (StreamDriver): endpoints apply per window, not per block, since a
+        # large block (or a backlog) may hold an endpoint inside.
+        clock = self.session._clock
+        while True:
+            t0 = clock()
+            window = self.driver.step()
+            if window is None:
+                break
+            decoded_s = clock()
+            self.decode_s += decoded_s - t0
+            self.latency.decoded([tok.start for tok in window.tokens], decoded_s)
+            self.session.summary.tokens += len(window.tokens)
+            if window.closed:
+                self.driver.take_finals()  # a final already done is shown before the partial clears
+                if self.driver.refiner is None:  # refining, the driver keeps the words until the final
+                    self.cleared()
+        self.driver.take_finals()
+
+    def rtf(self) -> float | None:
+        return self.decode_s / (self.fed_samples / self.model_rate) if self.fed_samples else None
+
+    def status(self) -> LiveStatus:
+        session = self.session
+        return LiveStatus(
+            audio_s=self.captured_frames / session.capture_rate_hz,
+            level_dbfs=self.meter.dbfs(),
+            latency_p50_ms=percentile_ms(self.latency.rolling, 50),
+            latency_p95_ms=percentile_ms(self.latency.rolling, 95),
+            rtf=self.rtf(),
+            provider=session.summary.provider,
+            overflowed_blocks=session.summary.overflowed_blocks,
+            dropped_blocks=session.summary.dropped_blocks,
+            segments=session.summary.segments,
+        )
+
+    def flush(self) -> None:
+        """The resampler's tail, then the recognizer's padding so the last words decode; every final."""
+        self.feed(self.converter.flush(), self.session._clock())
+        self.driver.input_finished()
+        self.decode_ready()
+        self.driver.close_utterance()
+        self.driver.take_finals(wait=True)
+        self.cleared()
+
+    def end(self, error: BaseException | None) -> None:
+        """The summary, the last status, then the error (if any) and the end marker."""
+        session = self.session
+        summary = session.summary
+        if self.recording is not None:
             with contextlib.suppress(Exception):
-                recording.close()
-        file_error = getattr(self._stream, "error", None)
+                self.recording.close()
+        file_error = getattr(session._stream, "error", None)
         if error is None and isinstance(file_error, AudioError):
             error = file_error  # a file cut short mid-session: its own line, the text so far kept
-        if not self.summary.stop_reason:
-            ended = bool(getattr(self._stream, "end_of_input", False)) or file_error is not None
-            self.summary.stop_reason = "end-of-input" if ended else "device-lost"
-        self.summary.audio_s = captured_frames / self.capture_rate_hz
-        self.summary.wall_s = self._clock() - self._started_s
-        lat = self.summary.latencies_ms
-        self.summary.latency_p50_ms = percentile_ms(lat, 50)
-        self.summary.latency_p95_ms = percentile_ms(lat, 95)
-        self.summary.latency_max_ms = max(lat) if lat else None
-        self.summary.rtf = decode_s / (fed_samples / model_rate) if fed_samples else None
-        self._events.put(StatusEvent(status(self._clock())))
-        if error is None and self.summary.stop_reason in ("device-lost", "device-stalled"):
-            what = "stopped delivering audio" if self.summary.stop_reason == "device-stalled" else "went away"
-            name = self.device.name if self.device is not None else "input"
+        if not summary.stop_reason:
+            ended = bool(getattr(session._stream, "end_of_input", False)) or file_error is not None
+            summary.stop_reason = "end-of-input" if ended else "device-lost"
+        summary.audio_s = self.captured_frames / session.capture_rate_hz
+        summary.wall_s = session._clock() - session._started_s
+        summary.latencies_ms = list(self.latency.all_ms)
+        summary.latency_p50_ms = percentile_ms(summary.latencies_ms, 50)
+        summary.latency_p95_ms = percentile_ms(summary.latencies_ms, 95)
+        summary.latency_max_ms = self.latency.max_ms
+        summary.rtf = self.rtf()
+        session._events.put(StatusEvent(self.status()))
+        if error is None and summary.stop_reason in ("device-lost", "device-stalled"):
+            what = "stopped delivering audio" if summary.stop_reason == "device-stalled" else "went away"
+            name = session.device.name if session.device is not None else "input"
             error = DeviceError(
-                f"audio input {name!r} {what} after {self.summary.audio_s:.1f} s; finalized text was kept"
+                f"audio input {name!r} {what} after {summary.audio_s:.1f} s; finalized text was kept"
             )
         if error is not None:
-            self._events.put(error)
-        self._events.put(_Stop())
-        self._done.set()
+            session._events.put(error)
+        session._events.put(_Stop())
+        session._done.set()
 
 
 @contextlib.contextmanager

@@ -28,8 +28,9 @@ Model families plug in by subclassing :class:`Recognizer` and implementing four 
 - ``hypothesis(state)`` -> (token ids, absolute encoder frames) of the current utterance;
 - ``start_new_utterance(state)``: drop the utterance text, keep encoder state (and decoder context).
 
-Optional: ``chunk_ready(processed_frames, frames_ready)`` and ``frames_to_flush(num_frames)`` for a
-family whose readiness/tail rule differs from sherpa-onnx's (more than chunk_frames frames waiting).
+Optional: ``chunk_outputs(state)`` (the last window's logits and hidden frames: the record a second
+pass needs; wctc has them). Readiness and the tail are one rule for every family, sherpa-onnx's
+(``chunk_ready``, ``frames_to_flush``, ``tail_padding_samples`` below; no family overrides them).
 
 Families live in :mod:`streamcli.families` (the ``{model_type: class}`` table and
 ``create_recognizer``); a family class is constructed as ``Family(config, folder, metadata)`` where
@@ -235,8 +236,7 @@ class Recognizer(ABC):
     def chunk_ready(self, processed_frames: int, frames_ready: int) -> bool:
         """Whether the chunk starting at ``processed_frames`` can be decoded.
 
-        Default (sherpa-onnx's rule): more than chunk_frames frames wait. A family that can decode
-        with exactly chunk_frames frames overrides this together with frames_to_flush().
+        sherpa-onnx's rule, for every family: more than chunk_frames frames wait.
         """
         return processed_frames + self.info.chunk_frames < frames_ready
 
@@ -667,15 +667,18 @@ class StreamDriver:
         views = [v for _, v in self._pending if v is not None] + [self.refiner.view]
         committed: list[Word] = []
         rest: list[Word] = []
+        stable: list[Word] = []
         for v in views:  # committed = the prefix every earlier word of which is committed too
             if rest:
                 rest += [*v.committed, *v.tentative]
             else:
                 committed += v.committed
                 rest += v.tentative
+                stable = committed + list(v.agreed)
         words = committed + rest
         return Result(" ".join(w.word for w in words), words=words,
-                      committed=" ".join(w.word for w in committed), tentative=" ".join(w.word for w in rest))
+                      committed=" ".join(w.word for w in committed), tentative=" ".join(w.word for w in rest),
+                      stable=" ".join(w.word for w in stable))
 
     def _publish(self, force: bool = False) -> None:
         """Calls on_partial with the view when it changed (``force``: also when the same, e.g. after

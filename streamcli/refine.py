@@ -74,6 +74,9 @@ class View:
 
     committed: tuple[Word, ...] = ()
     tentative: tuple[Word, ...] = ()
+    # The leading tentative words the last two refinements agreed on but the commit rules still hold
+    # back (not binding on the final; the OpenAI Realtime deltas use them: sooner, rarely revised).
+    agreed: tuple[Word, ...] = ()
 
     @property
     def text(self) -> str:
@@ -104,6 +107,7 @@ class Refiner:
         self.committed: list[Word] = []
         self.hypothesis: list[Word] = []  # the newest refinement after the committed words
         self.tentative: list[Word] = []  # what of it is shown (the words held back left out)
+        self.agreed: list[Word] = []  # its leading words the last two refinements agreed on (View.agreed)
         self._in_flight: Future | None = None
         self._submitted_s = 0.0  # open audio (s) at the last submission
         self._audio_end_s = 0.0  # stream time where the audio of the refinement in flight ends
@@ -111,7 +115,7 @@ class Refiner:
 
     @property
     def view(self) -> View:
-        return View(tuple(self.committed), tuple(self.tentative))
+        return View(tuple(self.committed), tuple(self.tentative), tuple(self.agreed))
 
     def maybe_submit(self, stream: Stream) -> None:
         """Hands a snapshot of the open utterance to the worker when enough new audio arrived."""
@@ -143,7 +147,7 @@ class Refiner:
         if words[: len(self.committed)] != self.committed:  # the decode came back without them
             words = self.committed + words
         new = words[len(self.committed) :]
-        agreed = agreed_prefix(self.hypothesis, new)
+        agreed = agreed_all = agreed_prefix(self.hypothesis, new)
         while agreed and new[agreed - 1].end > self._audio_end_s - self.config.commit_after_s:
             agreed -= 1
         if self._audio_s < self.config.commit_from_s:
@@ -153,6 +157,7 @@ class Refiner:
         self.hypothesis = new[agreed:]
         limit = self._audio_end_s - self.config.hold_back_s
         self.tentative = [w for w in self.hypothesis if w.end <= limit]
+        self.agreed = self.hypothesis[: max(0, min(agreed_all - agreed, len(self.tentative)))]
         self.refinements += 1
         return self.view != before
 

@@ -45,3 +45,6 @@ class Result:
     words: list[Word] = field(default_factory=list)
     committed: str = ""
     tentative: str = ""
+    # Refining: committed + the tentative words the last two refinements agreed on (never revised in
+    # almost every case, but not binding on the final; see streamcli.refine.View.agreed).
+    stable: str = ""

@@ -3,7 +3,6 @@ and the full-context baseline."""
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from collections.abc import Sequence
@@ -256,15 +255,10 @@ class FullContextEncoder:
 
         self.session = recognizer.session
         self.feature_type = recognizer.info.feature_type
-        meta = self.session.get_modelmeta().custom_metadata_map
-        try:
-            self.subsampling = int(meta["subsampling"])
-            names = json.loads(meta["cache_names"])
-            specs = json.loads(meta["cache_shapes"])
-        except (KeyError, ValueError) as exc:
-            raise ModelError(
-                f"{recognizer.info.path}: wctc metadata unusable for the baseline ({exc})"
-            ) from None
+        # The cache layout the family read from the model's metadata at load (read once).
+        self.subsampling = recognizer.subsampling
+        specs = recognizer.cache_specs
+        names = recognizer.cache_names
         self.caches = {n: np.zeros(cache_shape(specs[n], 1, 0, self.subsampling), np.float32) for n in names}
 
     def encode_ms(self, features: np.ndarray) -> float:

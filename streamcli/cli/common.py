@@ -79,6 +79,37 @@ RESCORE_OPTION = typer.Option(
     "model has a second pass). --no-rescore prints the streaming first pass only.",
     show_default=False,
 )
+# The endpoint group: transcribe, live and serve split segments by the same rules.
+ENDPOINT_OPTION = typer.Option(
+    True, "--endpoint/--no-endpoint", help="Split segments at endpoints (--no-endpoint: one segment)."
+)
+RULE1_SILENCE_OPTION = typer.Option(
+    2.4, "--rule1-silence", help="Endpoint after this much silence (s) when nothing was decoded."
+)
+RULE2_SILENCE_OPTION = typer.Option(
+    1.2, "--rule2-silence", help="Endpoint after this much silence (s) following speech."
+)
+MAX_UTTERANCE_OPTION = typer.Option(
+    20.0, "--max-utterance", help="Endpoint when an utterance reaches this length (s)."
+)
+SILENCE_FROM_OPTION = typer.Option(
+    "either", "--silence-from", help="Trailing silence measured by: decoder, audio, either or both."
+)
+
+
+def endpoint_config(
+    enabled: bool, rule1_silence: float, rule2_silence: float, max_utterance: float, silence_from: str
+) -> EndpointConfig:
+    """The endpoint option group as one validated config."""
+    from streamcli.endpoint import EndpointConfig
+
+    return EndpointConfig(
+        enabled=enabled,
+        rule1_min_trailing_silence_s=rule1_silence,
+        rule2_min_trailing_silence_s=rule2_silence,
+        rule3_min_utterance_length_s=max_utterance,
+        silence_from=silence_from,  # type: ignore[arg-type]  # validated by EndpointConfig
+    )
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -114,17 +145,17 @@ def run_command(body: Callable[[], T], *, debug: bool = False) -> T:
         _silence_stdout()
         raise typer.Exit(0) from None
     except StreamcliError as exc:
-        _report(exc, str(exc), debug)
+        report(exc, str(exc), debug)
         raise typer.Exit(exc.exit_code) from None
     except ValueError as exc:  # bad configuration values
-        _report(exc, str(exc), debug)
+        report(exc, str(exc), debug)
         raise typer.Exit(2) from None
     except OSError as exc:
         where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
-        _report(exc, f"{where}{exc.strerror or exc}", debug)
+        report(exc, f"{where}{exc.strerror or exc}", debug)
         raise typer.Exit(1) from None
     except Exception as exc:  # noqa: BLE001 - last line of defence: never a bare traceback
-        _report(exc, f"unexpected {type(exc).__name__}: {exc} (run with --debug for the traceback)", debug)
+        report(exc, f"unexpected {type(exc).__name__}: {exc} (run with --debug for the traceback)", debug)
         raise typer.Exit(1) from None
 
 
@@ -138,7 +169,7 @@ def _silence_stdout() -> None:
         pass
 
 
-def _report(exc: BaseException, message: str, debug: bool) -> None:
+def report(exc: BaseException, message: str, debug: bool) -> None:
     if debug:
         traceback.print_exception(type(exc), exc, exc.__traceback__, file=sys.stderr)
     print_error(message)

@@ -14,13 +14,19 @@ from streamcli.cli.common import (
     BEAM_OPTION,
     DEBUG_OPTION,
     DEVICE_OPTION,
+    ENDPOINT_OPTION,
+    MAX_UTTERANCE_OPTION,
     MODEL_OPTION,
     OVERLAP_OPTION,
     REFINE_OPTION,
     RESCORE_OPTION,
+    RULE1_SILENCE_OPTION,
+    RULE2_SILENCE_OPTION,
+    SILENCE_FROM_OPTION,
     THREADS_OPTION,
     WINDOW_OPTION,
     console,
+    endpoint_config,
     err_console,
     load_recognizer,
     run_command,
@@ -83,25 +89,11 @@ def live(
             "--format", "-f", help="Output format: txt, jsonl, srt or vtt (default: from -o's extension)."
         ),
     ] = None,
-    rule1_silence: Annotated[
-        float,
-        typer.Option(
-            "--rule1-silence", help="Endpoint after this much silence (s) when nothing was decoded."
-        ),
-    ] = 2.4,
-    rule2_silence: Annotated[
-        float, typer.Option("--rule2-silence", help="Endpoint after this much silence (s) following speech.")
-    ] = 1.2,
-    max_utterance: Annotated[
-        float, typer.Option("--max-utterance", help="Endpoint when an utterance reaches this length (s).")
-    ] = 20.0,
-    silence_from: Annotated[
-        str,
-        typer.Option("--silence-from", help="Trailing silence measured by: decoder, audio, either or both."),
-    ] = "either",
-    no_endpoint: Annotated[
-        bool, typer.Option("--no-endpoint", help="Never split: one segment until stop.")
-    ] = False,
+    endpoint: bool = ENDPOINT_OPTION,
+    rule1_silence: float = RULE1_SILENCE_OPTION,
+    rule2_silence: float = RULE2_SILENCE_OPTION,
+    max_utterance: float = MAX_UTTERANCE_OPTION,
+    silence_from: str = SILENCE_FROM_OPTION,
     save_audio: Annotated[
         Path | None,
         typer.Option(
@@ -124,19 +116,11 @@ def live(
 
     def body() -> None:
         from streamcli import live as lv
-        from streamcli.endpoint import EndpointConfig
-
         out_format = pick_format(fmt, output, LIVE_FORMATS)
-        endpoint = EndpointConfig(
-            enabled=not no_endpoint,
-            rule1_min_trailing_silence_s=rule1_silence,
-            rule2_min_trailing_silence_s=rule2_silence,
-            rule3_min_utterance_length_s=max_utterance,
-            silence_from=silence_from,  # type: ignore[arg-type]  # validated by EndpointConfig
-        )
+        endpoints = endpoint_config(endpoint, rule1_silence, rule2_silence, max_utterance, silence_from)
         if input_file is None:
             capture.import_sounddevice()  # PortAudio missing: say so before loading a model
-        recognizer = load_recognizer(model, device, threads, beam, endpoint, window, overlap, rescore)
+        recognizer = load_recognizer(model, device, threads, beam, endpoints, window, overlap, rescore)
         session = lv.LiveTranscriber(
             recognizer,
             input_device=input_device,

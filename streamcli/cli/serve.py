@@ -9,12 +9,18 @@ import typer
 from streamcli.cli.common import (
     DEBUG_OPTION,
     DEVICE_OPTION,
+    ENDPOINT_OPTION,
+    MAX_UTTERANCE_OPTION,
     MODEL_OPTION,
     OVERLAP_OPTION,
     REFINE_OPTION,
     RESCORE_OPTION,
+    RULE1_SILENCE_OPTION,
+    RULE2_SILENCE_OPTION,
+    SILENCE_FROM_OPTION,
     THREADS_OPTION,
     WINDOW_OPTION,
+    endpoint_config,
     err_console,
     load_recognizer,
     run_command,
@@ -59,6 +65,11 @@ def serve(
     ),
     max_upload_mb: int = typer.Option(200, "--max-upload-mb", help="Largest REST upload (MiB)."),
     max_file_jobs: int = typer.Option(2, "--max-file-jobs", help="REST transcriptions at once."),
+    endpoint: bool = ENDPOINT_OPTION,
+    rule1_silence: float = RULE1_SILENCE_OPTION,
+    rule2_silence: float = RULE2_SILENCE_OPTION,
+    max_utterance: float = MAX_UTTERANCE_OPTION,
+    silence_from: str = SILENCE_FROM_OPTION,
     max_final_wait: float = typer.Option(
         1.0, "--max-final-wait", help="Refuse new connections (1013) while finals are this far behind (s)."
     ),
@@ -90,7 +101,8 @@ def serve(
             max_upload_bytes=max_upload_mb * 1024 * 1024,
             max_file_jobs=max_file_jobs,
         ).validate()
-        recognizer = load_recognizer(model, device, threads, 0, None, window, overlap, rescore)
+        endpoints = endpoint_config(endpoint, rule1_silence, rule2_silence, max_utterance, silence_from)
+        recognizer = load_recognizer(model, device, threads, 0, endpoints, window, overlap, rescore)
 
         def ready(bound: int) -> None:
             err_console.print(

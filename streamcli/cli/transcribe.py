@@ -23,21 +23,27 @@ from streamcli.cli.common import (
     BEAM_OPTION,
     DEBUG_OPTION,
     DEVICE_OPTION,
+    ENDPOINT_OPTION,
+    MAX_UTTERANCE_OPTION,
     MODEL_OPTION,
     OVERLAP_OPTION,
     REFINE_OPTION,
     RESCORE_OPTION,
+    RULE1_SILENCE_OPTION,
+    RULE2_SILENCE_OPTION,
+    SILENCE_FROM_OPTION,
     THREADS_OPTION,
     WINDOW_OPTION,
     CliState,
-    _report,
     console,
+    endpoint_config,
     err_console,
     fail,
     load_recognizer,
     partial_text,
     print_error,
     recognizer_config,
+    report,
     run_command,
     safe_text,
 )
@@ -269,9 +275,11 @@ def transcribe_command(
     realtime: bool = typer.Option(
         False, "--realtime", help="Feed the audio at 1x speed, like a live source."
     ),
-    endpoint: bool = typer.Option(
-        True, "--endpoint/--no-endpoint", help="Split segments at endpoints (silence, 20 s max)."
-    ),
+    endpoint: bool = ENDPOINT_OPTION,
+    rule1_silence: float = RULE1_SILENCE_OPTION,
+    rule2_silence: float = RULE2_SILENCE_OPTION,
+    max_utterance: float = MAX_UTTERANCE_OPTION,
+    silence_from: str = SILENCE_FROM_OPTION,
     refine: bool | None = REFINE_OPTION,
     ray: str | None = typer.Option(
         None, "--ray", help="Spread the inputs over Ray: 'local' (this machine), 'auto' or ray://HOST:PORT "
@@ -295,8 +303,6 @@ def transcribe_command(
     """
 
     def body() -> None:
-        from streamcli.endpoint import EndpointConfig
-
         inputs = expand_inputs(list(files or []), files_from)
         if not inputs:
             raise ValueError("no input files (give FILE..., a glob, - for stdin, or --files-from)")
@@ -309,9 +315,8 @@ def transcribe_command(
                 fail(f"{failed} of {len(inputs)} inputs failed")
             return
         targets = output_targets(inputs, output, out_format)
-        recognizer = load_recognizer(
-            model, device, threads, beam, EndpointConfig(enabled=endpoint), window, overlap, rescore
-        )
+        endpoints = endpoint_config(endpoint, rule1_silence, rule2_silence, max_utterance, silence_from)
+        recognizer = load_recognizer(model, device, threads, beam, endpoints, window, overlap, rescore)
         failed = _transcribe_all(inputs, recognizer, out_format, targets, realtime, debug or CliState.debug,
                                  refine)
         if failed:
@@ -319,8 +324,6 @@ def transcribe_command(
 
     def _on_ray(inputs: list[str], out_format: str) -> int:
         from streamcli.cli.ray_run import run_on_ray
-        from streamcli.endpoint import EndpointConfig
-
         if realtime:
             raise ValueError("--ray transcribes files as fast as it can; --realtime does not apply")
         if workers is not None and not 1 <= workers <= 4096:
@@ -329,9 +332,8 @@ def transcribe_command(
             raise ValueError(f"--threads-per-worker must be 1..256, got {threads_per_worker}")
         targets = output_targets(inputs, output, out_format)
         folder = output if output is not None and (len(inputs) > 1 or output.is_dir()) else None
-        config = recognizer_config(
-            model, device, threads, beam, EndpointConfig(enabled=endpoint), window, overlap, rescore
-        )
+        endpoints = endpoint_config(endpoint, rule1_silence, rule2_silence, max_utterance, silence_from)
+        config = recognizer_config(model, device, threads, beam, endpoints, window, overlap, rescore)
         return run_on_ray(
             inputs, targets, out_format, config, ray, workers, threads_per_worker, overwrite, folder
         )
@@ -393,14 +395,14 @@ def _transcribe_all(
             # Reported and skipped: outputs of the other inputs are kept; the exit code says it failed.
             if started:
                 view.finish(False)
-            _report(exc, str(exc), debug)
+            report(exc, str(exc), debug)
             failed += 1
             continue
         except OSError as exc:
             if started:
                 view.finish(False)
             where = target if target is not None else name
-            _report(exc, f"cannot write {where}: {exc.strerror or exc}", debug)
+            report(exc, f"cannot write {where}: {exc.strerror or exc}", debug)
             failed += 1
             continue
         except BaseException:

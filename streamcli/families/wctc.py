@@ -89,7 +89,7 @@ class WctcRecognizer(Recognizer):
             default_window = int(metadata["window_frames"])
             default_overlap = int(metadata["overlap_frames"])
             self.cache_names: list[str] = list(json.loads(metadata["cache_names"]))
-            self._cache_specs: dict[str, list[int | str]] = json.loads(metadata["cache_shapes"])
+            self.cache_specs: dict[str, list[int | str]] = json.loads(metadata["cache_shapes"])
         except (ValueError, TypeError, json.JSONDecodeError) as e:
             raise ModelError(f"{folder}: malformed wctc metadata ({e})") from None
         window = config.window_frames if config.window_frames is not None else default_window
@@ -114,7 +114,7 @@ class WctcRecognizer(Recognizer):
         self._has_hidden_output = "hidden" in outputs
         hop = window - overlap
         state_bytes = sum(
-            int(np.prod(cache_shape(self._cache_specs[n], 1, overlap, self.subsampling))) * 4
+            int(np.prod(cache_shape(self.cache_specs[n], 1, overlap, self.subsampling))) * 4
             for n in self.cache_names
         )
         self.info = ModelInfo(
@@ -152,7 +152,7 @@ class WctcRecognizer(Recognizer):
         """Zero caches for ``batch`` new streams (all-zero valid count masks the empty cache)."""
         return {
             n: np.zeros(
-                cache_shape(self._cache_specs[n], batch, self.info.overlap_frames, self.subsampling),
+                cache_shape(self.cache_specs[n], batch, self.info.overlap_frames, self.subsampling),
                 np.float32,
             )
             for n in self.cache_names

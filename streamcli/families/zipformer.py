@@ -159,7 +159,7 @@ class ZipformerTransducer(Recognizer):
         )
         self.encoder, self.decoder, self.joiner = sessions["encoder"], sessions["decoder"], sessions["joiner"]
         enc_path = files["encoder"]
-        meta = self.encoder.get_modelmeta().custom_metadata_map
+        meta = metadata  # read once by the factory (streamcli.families.detect_family)
         self.chunk_frames = _int(meta, "T", enc_path)
         self.shift_frames = _int(meta, "decode_chunk_len", enc_path)
         # Metadata that lies must be refused here, not loop forever or fail at the first decode.

@@ -172,7 +172,7 @@ class Server:
     async def wait_for_backlog(self, session: Session, connection: Connection) -> None:
         """Back-pressure: stop reading this client while too much of its audio waits to be decoded."""
         while self.scheduler.backlog_s(session) > self.config.max_queued_audio_s and self.scheduler.alive:
-            if connection.gone.is_set():
+            if connection.gone.is_set() or connection.ending.is_set():
                 return
             await asyncio.sleep(0.02)
 

@@ -14,6 +14,9 @@ import json
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 MAX_OUTBOX = 256  # unsent answers before a client counts as not reading
+# At shutdown, how long a connection stays open after its final is sent: a client that sends before it
+# reads (a lockstep Vosk client) reads the final as the answer to its next message, not a closed socket.
+END_GRACE_S = 1.0
 
 
 def parse_json(text: str) -> object:
@@ -29,6 +32,10 @@ class ClientGone(Exception):
     """The client went away or stopped reading; the handler ends its session."""
 
 
+class ServerEnding(Exception):
+    """The server ended this session (shutdown): the handler sends what is queued and closes."""
+
+
 class Connection:
     def __init__(self, websocket: WebSocket, write_timeout_s: float, max_outbox: int = MAX_OUTBOX) -> None:
         self.websocket = websocket
@@ -38,6 +45,7 @@ class Connection:
         self._outbox: asyncio.Queue[str | None] = asyncio.Queue()
         self._sender: asyncio.Task | None = None
         self.gone = asyncio.Event()  # set when a write failed or timed out
+        self.ending = asyncio.Event()  # set when the server ended the session (shutdown)
 
     def start(self) -> None:
         self._sender = asyncio.create_task(self._send_loop())
@@ -74,19 +82,23 @@ class Connection:
 
     async def receive(self, timeout_s: float) -> str | bytes:
         """The next message; raises TimeoutError when idle, ClientGone when the client left or stopped
-        reading."""
+        reading, ServerEnding when the server ended the session."""
         receive = asyncio.ensure_future(self.websocket.receive())
         gone = asyncio.ensure_future(self.gone.wait())
+        ending = asyncio.ensure_future(self.ending.wait())
         try:
             done, _ = await asyncio.wait(
-                {receive, gone}, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED
+                {receive, gone, ending}, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED
             )
         finally:
             gone.cancel()
+            ending.cancel()
         if receive not in done:
             receive.cancel()
             if gone in done:
                 raise ClientGone()
+            if ending in done:
+                raise ServerEnding()
             raise TimeoutError()
         message = receive.result()
         if message["type"] == "websocket.disconnect":
@@ -105,6 +117,17 @@ class Connection:
                 waiter.cancel()
         if not event.is_set():
             raise ClientGone()
+
+    async def end(self, reason: str = "server shutting down") -> None:
+        """The server ended the session: what is queued is sent, the client's messages are read (and
+        dropped) for END_GRACE_S, then the connection closes with 1001."""
+        deadline = self.loop.time() + END_GRACE_S
+        with contextlib.suppress(ClientGone, ServerEnding):
+            while (left := deadline - self.loop.time()) > 0:
+                with contextlib.suppress(TimeoutError):
+                    self.ending.clear()
+                    await self.receive(left)
+        await self.close(1001, reason)
 
     async def close(self, code: int = 1000, reason: str = "") -> None:
         """Sends what is queued, then the close frame, each under the write timeout."""

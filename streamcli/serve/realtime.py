@@ -9,13 +9,14 @@ Server events, mapped from our stream: ``session.created`` / ``session.updated``
 ``input_audio_buffer.speech_started`` when the open utterance first shows text (``audio_start_ms`` =
 its first word's start); ``input_audio_buffer.speech_stopped`` + ``input_audio_buffer.committed``
 when our endpointing closes it (server VAD is our endpoint detector; it is always on);
-``conversation.item.input_audio_transcription.delta`` for each word that will no longer change on
-screen (with a two-pass model: a *committed* word of the second pass's refinement; with a one-pass
-model: every word of the first-pass hypothesis but the last, which may still grow); and
-``...completed`` with the final text (the second pass), which is authoritative: the deltas of an item
-concatenate to a prefix of it in almost every case, but the final decode may still differ from the
-committed words on a rare word, and tentative words are never sent as deltas. Errors are ``error``
-events; the connection stays open unless the client breaks the transport.
+``conversation.item.input_audio_transcription.delta`` for each word that is not expected to change
+(with a two-pass model: a word two successive refinements of the second pass agreed on, committed or
+not yet; with a one-pass model: every word of the first-pass hypothesis but the last, which may still
+grow); and ``...completed`` with the final text (the second pass), which is authoritative. A delta
+cannot be taken back: where a later refinement or the final decode changes an agreed word, the
+completed transcript differs from the item's deltas, and a client shows the completed text in their
+place. Words seen by one refinement only (tentative) are never sent. Errors are ``error`` events;
+the connection stays open unless the client breaks the transport.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from collections import deque
 import numpy as np
 
 from streamcli.results import Result
-from streamcli.serve.connection import ClientGone, Connection, parse_json
+from streamcli.serve.connection import ClientGone, Connection, ServerEnding, parse_json
 from streamcli.serve.context import ServerContext
 from streamcli.serve.scheduler import Session, Update
 
@@ -56,7 +57,7 @@ def error_event(
 def stable_words(partial: Result) -> list[str]:
     """The words of the partial that will not change (see the module docstring)."""
     if partial.committed or partial.tentative:
-        return partial.committed.split()
+        return (partial.stable or partial.committed).split()
     return partial.text.split()[:-1]
 
 
@@ -109,6 +110,9 @@ class RealtimeClient:
                         "transcript": "",
                     }
                 )
+        if update.over:  # shutdown: every item is completed above; the connection closes
+            self.connection.ending.set()
+            return
         partial = update.partial
         refining = bool(partial.committed or partial.tentative)
         if self.open_item is None and partial.text.strip() and not (refining and self.stopped):
@@ -283,6 +287,8 @@ async def handle(server: ServerContext, connection: Connection) -> None:
                 client.emit(
                     error_event(f"unknown or unsupported event type {kind[:60]!r}", event_id=event_id)
                 )
+    except ServerEnding:
+        await connection.end()
     except ClientGone:
         return
     finally:

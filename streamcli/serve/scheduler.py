@@ -42,6 +42,7 @@ class Update:
     done: bool  # eof (or a commit) was decoded and every final is in
     pending: int = 0  # finals closed but not delivered yet
     offset_s: float = 0.0  # where the current stream starts in the session's audio (after commits)
+    over: bool = False  # the session's last update: no stream follows (eof or shutdown, not a commit)
 
 
 class Client(Protocol):
@@ -266,7 +267,7 @@ class Scheduler:
             answered, s.waiting = s.waiting, 0
         done = s.closing and not s.driver.pending_finals
         if answered or s.finals or closed_now or done:
-            s.client.update(self._update(s, answered, closed_now, done))
+            s.client.update(self._update(s, answered, closed_now, done, over=done and not s.restart))
         if done and s.restart:  # a commit: the next audio starts a new stream where this one ended
             with self._lock:
                 s.offset_s += s.driver.stream.received_s
@@ -277,7 +278,7 @@ class Scheduler:
             s.done = True
 
     @staticmethod
-    def _update(s: Session, answered: int, closed: int, done: bool) -> Update:
+    def _update(s: Session, answered: int, closed: int, done: bool, over: bool = False) -> Update:
         finals = list(s.finals)
         s.finals.clear()  # the driver's on_segment appends to this very list
         driver = s.driver
@@ -290,4 +291,5 @@ class Scheduler:
             done,
             pending=driver.pending_finals,
             offset_s=s.offset_s,
+            over=over,
         )

@@ -20,7 +20,7 @@ import numpy as np
 
 from streamcli.results import Result, Segment
 from streamcli.serve.config import MAX_SAMPLE_RATE
-from streamcli.serve.connection import ClientGone, Connection, parse_json
+from streamcli.serve.connection import ClientGone, Connection, ServerEnding, parse_json
 from streamcli.serve.context import ServerContext
 from streamcli.serve.scheduler import Session, Update
 
@@ -73,6 +73,7 @@ class VoskClient:
         self.connection = connection
         self.pending: list[Segment] = []
         self.finished = asyncio.Event()  # the final result is queued
+        self.eof_sent = False  # the client asked for the end (else the server ended it: shutdown)
 
     def update(self, update: Update) -> None:  # worker thread
         self.connection.loop.call_soon_threadsafe(self._apply, update)
@@ -100,6 +101,8 @@ class VoskClient:
             self.connection.post(result_message(merge_segments(self.pending)))
             self.pending = []
             self.finished.set()
+            if not self.eof_sent:
+                self.connection.ending.set()  # shutdown: the final is sent, then the connection closes
 
 
 async def handle(server: ServerContext, connection: Connection) -> None:
@@ -136,6 +139,7 @@ async def handle(server: ServerContext, connection: Connection) -> None:
                 if isinstance(data, dict) and "eof" in data:
                     if session is None:
                         session = open_session()
+                    client.eof_sent = True
                     scheduler.finish(session)
                     await connection.until(client.finished)
                     await connection.close(1000, "end of stream")
@@ -147,6 +151,8 @@ async def handle(server: ServerContext, connection: Connection) -> None:
             except ValueError as exc:
                 await connection.fail({"error": str(exc)}, 1003, str(exc))
                 return
+    except ServerEnding:
+        await connection.end()
     except ClientGone:
         return
     finally:
