@@ -617,7 +617,7 @@ class StreamDriver:
             self.refiner.poll()
             view = self.refiner.view
             committed = self.refiner.close()
-            if utterance is not None:
+            if utterance is not None and self.refiner.config.bind_finals:
                 utterance = replace(utterance, committed=committed)
         future = self.finals.submit(utterance) if utterance is not None else completed(segment)
         self._pending.append((future, view))

@@ -53,6 +53,10 @@ class RefineConfig:
     # Nor before the open utterance holds this much audio: a decode of its first second or two is the
     # least reliable ("are traded" for "I've tried it", agreed on twice), and the final keeps it.
     commit_from_s: float = 4.0
+    # Whether the final of an utterance keeps its committed words (the words on screen never change).
+    # Off, the final is decoded afresh, as for a file (OpenAI Realtime: its completed text is
+    # authoritative and equals `streamcli transcribe`'s; deltas are not binding there anyway).
+    bind_finals: bool = True
 
     def validate(self) -> RefineConfig:
         if not 0.1 <= self.every_s <= 30:

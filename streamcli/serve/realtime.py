@@ -28,12 +28,16 @@ from collections import deque
 
 import numpy as np
 
+from streamcli.refine import RefineConfig
 from streamcli.results import Result
 from streamcli.serve.connection import ClientGone, Connection, ServerEnding, parse_json
 from streamcli.serve.context import ServerContext
 from streamcli.serve.scheduler import Session, Update
 
 RATES = (24000, 16000)
+# Refinements give the deltas; the finals are not bound to them (completed = a file's text), and an
+# utterance is never cut before the endpointer's own 20 s limit.
+REALTIME_REFINE = RefineConfig(bind_finals=False, max_open_s=28.0)
 _ids = itertools.count(1)
 
 
@@ -264,7 +268,7 @@ async def handle(server: ServerContext, connection: Connection) -> None:
                     )
                     continue
                 if session is None:
-                    session = scheduler.open(rate, client, refine=config.refine)
+                    session = scheduler.open(rate, client, refine=REALTIME_REFINE if config.refine else None)
                 scheduler.feed(session, np.frombuffer(data, dtype="<i2").astype(np.float32) / 32768.0)
                 await server.wait_for_backlog(session, connection)
             elif kind == "input_audio_buffer.commit":

@@ -64,7 +64,7 @@ class Session:
     done: bool = False
     finals: list[Segment] = field(default_factory=list)
     received_s: float = 0.0  # audio accepted from the client (s)
-    refine: bool = True
+    refine: RefineConfig | None = None
     restart: bool = False  # at eof start a new stream instead of ending (a Realtime commit)
     clear: bool = False  # discard the open utterance and the queued audio (a Realtime clear)
     offset_s: float = 0.0
@@ -115,7 +115,7 @@ class Scheduler:
         with self._lock:
             return sum(1 for s in self._sessions if not s.done)
 
-    def open(self, rate: int, client: Client, refine: bool) -> Session:
+    def open(self, rate: int, client: Client, refine: RefineConfig | None) -> Session:
         # Closed utterances go to the batched second-pass worker; the tick never waits for a final.
         # With refinements the partials are the second pass's view of the words being spoken.
         session = Session(self._driver(refine), rate, client, refine=refine)
@@ -124,10 +124,8 @@ class Scheduler:
             self._sessions.append(session)
         return session
 
-    def _driver(self, refine: bool) -> StreamDriver:
-        return StreamDriver(
-            self.recognizer.create_stream(), finals=self.finals, refine=RefineConfig() if refine else None
-        )
+    def _driver(self, refine: RefineConfig | None) -> StreamDriver:
+        return StreamDriver(self.recognizer.create_stream(), finals=self.finals, refine=refine)
 
     def feed(self, session: Session, samples: np.ndarray) -> None:
         """Queues audio (one client message); ignored once the session has ended (eof or shutdown)."""

@@ -18,6 +18,7 @@ import asyncio
 
 import numpy as np
 
+from streamcli.refine import RefineConfig
 from streamcli.results import Result, Segment
 from streamcli.serve.config import MAX_SAMPLE_RATE
 from streamcli.serve.connection import ClientGone, Connection, ServerEnding, parse_json
@@ -114,7 +115,7 @@ async def handle(server: ServerContext, connection: Connection) -> None:
     session: Session | None = None
 
     def open_session() -> Session:
-        return scheduler.open(rate, client, refine=config.refine)
+        return scheduler.open(rate, client, refine=RefineConfig() if config.refine else None)
 
     try:
         while True:
