@@ -15,9 +15,9 @@ import onnxruntime as ort
 import soundfile as sf
 import soxr
 import torch
+from streamcli_tools.train.wctc_torch import SUBSAMPLING, load_checkpoint
 
 from streamcli.features import compute_fbank
-from streamcli.train.wctc_torch import SUBSAMPLING, load_checkpoint
 
 
 def onnx_stream(session: ort.InferenceSession, feats: np.ndarray, cache: dict[str, np.ndarray], hop: int):

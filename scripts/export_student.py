@@ -18,9 +18,8 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 import torch
-
-from streamcli.train.export_student import export_student
-from streamcli.train.whisper_student import char_tokens, load_student
+from streamcli_tools.train.export_student import export_student
+from streamcli_tools.train.whisper_student import char_tokens, load_student
 
 CHECK_WINDOWS = ((100, 26), (50, 0), (60, 40), (200, 50), (400, 100))
 

@@ -30,8 +30,11 @@ PY="$VENV/bin/python"
 # The CPU build of torch keeps the training extra small; a CUDA build can be installed instead by hand.
 "$PY" -m pip install -q --upgrade pip
 "$PY" -m pip install -q "torch==2.13.0"
+# The training and development tools are a distribution of their own (tools/), installed first so the
+# train extra finds it here, without an index.
+"$PY" -m pip install -q --no-deps -e tools
 "$PY" -m pip install -q -e '.[test,train,plot,ray]'
 # An editable install leaves the package uncompiled; compile it once, as a regular `pip install .` does,
 # so every command does not start by compiling its modules.
-"$PY" -m compileall -q streamcli
+"$PY" -m compileall -q streamcli tools/streamcli_tools
 echo "streamcli installed in $VENV: $("$PY" -c 'import streamcli; print(streamcli.__version__)')"

@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
         work = Path(tmp)
         model = args.model
         if model is None:
-            from streamcli.devtools.zipformer_maker import make_test_zipformer
+            from streamcli_tools.devtools.zipformer_maker import make_test_zipformer
 
             model = make_test_zipformer(work / "test-zipformer", seed=0)
         wav = work / "audio.wav"

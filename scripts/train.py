@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""CTC training of the windowed-attention encoder (streamcli.train.wctc_torch) on CPU or CUDA.
+"""CTC training of the windowed-attention encoder (streamcli_tools.train.wctc_torch) on CPU or CUDA.
 
 Data: TSV manifests with a header `id  path  duration_seconds  transcript` (relative paths resolve
 against the TSV's folder; an optional `feats` column names a precomputed (T, 80) fbank .npy) and/or
@@ -31,11 +31,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
-
-from streamcli.features import compute_fbank
-from streamcli.metrics import corpus_error_rates
-from streamcli.train.data import (
+from streamcli_tools.train.data import (
     Utterance,
     colored_noises,
     encode_text,
@@ -47,7 +43,7 @@ from streamcli.train.data import (
     refuse_eval_data,
     speed_perturb,
 )
-from streamcli.train.wctc_torch import (
+from streamcli_tools.train.wctc_torch import (
     SUBSAMPLING,
     WORD_START,
     WctcConfig,
@@ -57,6 +53,10 @@ from streamcli.train.wctc_torch import (
     load_checkpoint,
     save_checkpoint,
 )
+from tqdm import tqdm
+
+from streamcli.features import compute_fbank
+from streamcli.metrics import corpus_error_rates
 
 SAMPLE_RATE = 16000
 # (window_frames, overlap_frames) pairs sampled per batch, in 10 ms feature frames.

@@ -30,10 +30,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
-from streamcli.features import compute_features
-from streamcli.metrics import corpus_error_rates
-from streamcli.train.data import (
+from streamcli_tools.train.data import (
     Utterance,
     augment_log10_mel,
     colored_noises,
@@ -46,7 +43,7 @@ from streamcli.train.data import (
     refuse_eval_data,
     speed_perturb,
 )
-from streamcli.train.whisper_student import (
+from streamcli_tools.train.whisper_student import (
     WORD_START,
     StudentConfig,
     WhisperStudent,
@@ -56,6 +53,9 @@ from streamcli.train.whisper_student import (
     load_student,
     save_student,
 )
+
+from streamcli.features import compute_features
+from streamcli.metrics import corpus_error_rates
 from streamcli.whisper.weights import load_tiny_en
 
 FEATURE_TYPE = "whisper_log10_mel"

@@ -21,8 +21,8 @@ from streamcli.cli import app
 # Built in a subprocess so this test process never imports torch (the bench path must not need it).
 _MAKE_WCTC = """
 import sys, torch
-from streamcli.train.export import export_model_dir
-from streamcli.train.wctc_torch import WctcConfig, WctcModel, char_tokens
+from streamcli_tools.train.export import export_model_dir
+from streamcli_tools.train.wctc_torch import WctcConfig, WctcModel, char_tokens
 torch.manual_seed(0)
 tokens = char_tokens()
 cfg = WctcConfig(d_model=32, num_layers=2, num_heads=2, ff_dim=64, conv_kernel=5, vocab_size=len(tokens))

@@ -13,7 +13,7 @@ from paths import SHARED
 
 REPO = Path(__file__).resolve().parent.parent
 
-from streamcli.devtools.sherpa_parity import compare, dev_files  # noqa: E402
+from streamcli_tools.devtools.sherpa_parity import compare, dev_files  # noqa: E402
 
 pytest.importorskip("sherpa_onnx")
 pytestmark = pytest.mark.skipif(

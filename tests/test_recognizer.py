@@ -18,7 +18,7 @@ from streamcli.results import Segment
 
 REPO = Path(__file__).resolve().parent.parent
 
-from streamcli.devtools.sherpa_parity import load_16k  # noqa: E402
+from streamcli_tools.devtools.sherpa_parity import load_16k  # noqa: E402
 
 WAVS = sorted((SHARED / "models").glob("*/test_wavs"))
 NEEDS_WAVS = pytest.mark.skipif(not WAVS, reason="needs ../shared/models/*/test_wavs")

@@ -27,7 +27,8 @@ WINDOWS = [(100, 26), (50, 0), (60, 40), (200, 50), (400, 100)]
 @pytest.fixture(scope="module")
 def student():
     torch = pytest.importorskip("torch")
-    from streamcli.train.whisper_student import StudentConfig, WhisperStudent
+    from streamcli_tools.train.whisper_student import StudentConfig, WhisperStudent
+
     from streamcli.whisper.weights import load_tiny_en
 
     torch.manual_seed(0)
@@ -62,8 +63,7 @@ def test_streaming_equals_the_masked_reference(student, features, window):
 def test_onnx_equals_torch_for_every_window(student, features, tmp_path):
     import onnxruntime as ort
     import torch
-
-    from streamcli.train.export_student import export_student
+    from streamcli_tools.train.export_student import export_student
 
     path = tmp_path / "encoder.onnx"
     meta = export_student(student, path, 100, 26, model_name="test-student")

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+from streamcli_tools.devtools import synth_speech, text_corpus
 
-from streamcli.devtools import synth_speech, text_corpus
 from streamcli.features import compute_fbank
 
 TRAIN_SENTENCES = [

@@ -17,10 +17,11 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("onnx")
 
+from streamcli_tools.train.export import CACHE_NAMES, export_model_dir  # noqa: E402
+from streamcli_tools.train.wctc_torch import WctcConfig, WctcModel, char_tokens  # noqa: E402
+
 from streamcli.families import create_recognizer  # noqa: E402
 from streamcli.recognizer import RecognizerConfig  # noqa: E402
-from streamcli.train.export import CACHE_NAMES, export_model_dir  # noqa: E402
-from streamcli.train.wctc_torch import WctcConfig, WctcModel, char_tokens  # noqa: E402
 
 TINY = WctcConfig(
     d_model=32, num_layers=2, num_heads=2, ff_dim=64, conv_kernel=5, max_rel_distance=6, vocab_size=55

@@ -6,7 +6,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from streamcli.train.wctc_torch import (  # noqa: E402
+from streamcli_tools.train.wctc_torch import (  # noqa: E402
     WctcConfig,
     WctcModel,
     block_mask,

@@ -90,7 +90,7 @@ def test_onnx_encoder_equals_ctranslate2(ct2_model, second_pass):
 
 def test_torch_teacher_equals_ctranslate2(ct2_model):
     torch = pytest.importorskip("torch")
-    from streamcli.train.whisper_student import WhisperTeacher
+    from streamcli_tools.train.whisper_student import WhisperTeacher
 
     weights, _ = load_tiny_en()
     teacher = WhisperTeacher()

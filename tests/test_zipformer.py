@@ -18,7 +18,7 @@ from streamcli.search import BeamState
 
 REPO = Path(__file__).resolve().parent.parent
 
-from streamcli.devtools.sherpa_parity import dev_files, load_16k  # noqa: E402
+from streamcli_tools.devtools.sherpa_parity import dev_files, load_16k  # noqa: E402
 
 KINDS = ["len", "avg", "key", "val", "val2", "conv1", "conv2"]
 NEEDS_DEV = pytest.mark.skipif(
@@ -254,7 +254,7 @@ def test_batched_beam_search_equals_single(test_zipformer_dir):
 
 def test_test_model_is_reproducible(test_zipformer_dir, tmp_path):
 
-    from streamcli.devtools import zipformer_maker as maker
+    from streamcli_tools.devtools import zipformer_maker as maker
 
     maker.make_test_zipformer(tmp_path / "again", seed=0)
     maker.make_test_zipformer(tmp_path / "other", seed=1)

@@ -24,7 +24,7 @@ from streamcli.recognizer import RecognizerConfig  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED = REPO.parent / "shared"
-from streamcli.devtools.sherpa_parity import compare  # noqa: E402
+from streamcli_tools.devtools.sherpa_parity import compare  # noqa: E402
 
 META = {
     "model_type": "zipformer2",
@@ -165,7 +165,7 @@ def test_zipformer2_states_and_batching(z2_dir):
 @pytest.mark.skipif(not (SHARED / "data" / "dev" / "dev.tsv").is_file(), reason="needs ../shared dev data")
 def test_zipformer2_parity_with_sherpa(z2_dir):
     pytest.importorskip("sherpa_onnx")
-    from streamcli.devtools.sherpa_parity import dev_files
+    from streamcli_tools.devtools.sherpa_parity import dev_files
 
     report = compare(z2_dir, dev_files()[:4], threads=1)
     assert report["identical_files"] == report["files"]

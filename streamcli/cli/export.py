@@ -1,4 +1,4 @@
-"""`streamcli export`: thin command over streamcli.train.export (torch is imported only when it runs)."""
+"""`streamcli export`: thin command over streamcli_tools.train.export (torch is imported when it runs)."""
 
 from __future__ import annotations
 
@@ -33,9 +33,9 @@ def register(app: typer.Typer) -> None:
         def body() -> None:
             try:
                 import torch  # noqa: F401
+                from streamcli_tools.train.export import run_export
             except ImportError:
-                fail("streamcli export needs torch: pip install 'streamcli[train]'")
-            from streamcli.train.export import run_export
+                fail("streamcli export needs the training tools: pip install 'streamcli[train]'")
 
             meta = run_export(
                 str(out),

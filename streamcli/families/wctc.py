@@ -5,7 +5,7 @@ One encoder call takes the hop = W - O new 10 ms feature frames of each stream p
 and returns CTC logits for hop/s encoder frames and the updated caches, so the work per call is the
 same at any stream position. The subsampling s is the model's (metadata ``subsampling``): 2 for the
 shipped default (20 ms encoder frames), 5 for the small character model (50 ms). The layout of the
-ONNX file is described in :mod:`streamcli.train.export` and in the README; this module only needs
+ONNX file is described in :mod:`streamcli_tools.train.export` and in the README; this module only needs
 onnxruntime and numpy.
 
 The window and overlap default to the values in the model's metadata and can be overridden per

@@ -31,7 +31,7 @@ from pathlib import Path
 FORTUNES_DIR = Path("/usr/share/games/fortunes")
 WORDLIST_PATH = Path("/usr/share/dict/american-english")
 WORDNET_DIR = Path("/usr/share/wordnet")
-DEFAULT_DEV_TSV = Path(__file__).resolve().parents[3] / "shared" / "data" / "dev" / "dev.tsv"
+DEFAULT_DEV_TSV = Path(__file__).resolve().parents[4] / "shared" / "data" / "dev" / "dev.tsv"
 
 # Fortune files that are pictures or program code rather than sentences.
 SKIPPED_FORTUNE_FILES = frozenset({"ascii-art", "perl"})

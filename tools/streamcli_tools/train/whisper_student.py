@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from streamcli.recognizer import validate_window
-from streamcli.train.wctc_torch import (  # the same character table as the wctc models
+from streamcli_tools.train.wctc_torch import (  # the same character table as the wctc models
     WORD_START,
     char_tokens,
 )

@@ -44,8 +44,8 @@ import numpy as np
 import soundfile as sf
 import soxr
 
-from streamcli.devtools import text_corpus
 from streamcli.features import compute_fbank
+from streamcli_tools.devtools import text_corpus
 
 SAMPLE_RATE = 16000
 FORMAT_VERSION = 1

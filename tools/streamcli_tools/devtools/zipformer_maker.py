@@ -63,7 +63,7 @@ BLANK_BIAS = 10.65  # tuned on dev speech: 4-18 tokens per second over whole fil
 
 STATE_KINDS = ["len", "avg", "key", "val", "val2", "conv1", "conv2"]
 
-DEFAULT_TOKENS = Path(__file__).resolve().parents[3] / "shared" / "models"
+DEFAULT_TOKENS = Path(__file__).resolve().parents[4] / "shared" / "models"
 
 
 class Graph:

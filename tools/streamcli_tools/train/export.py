@@ -27,7 +27,7 @@ import onnx
 import torch
 from torch import nn
 
-from streamcli.train.wctc_torch import SUBSAMPLING, WctcModel, check_window, count_parameters
+from streamcli_tools.train.wctc_torch import SUBSAMPLING, WctcModel, check_window, count_parameters
 
 CACHE_NAMES = ("cache_key", "cache_value", "cache_conv", "cache_valid")
 ENCODER_FILE = "encoder.onnx"
@@ -252,7 +252,7 @@ def run_export(
     seed: int = 0,
 ) -> dict[str, str]:
     """`streamcli export` body: checkpoint (from scripts/train.py) -> model folder."""
-    from streamcli.train.wctc_torch import WctcConfig, char_tokens, load_checkpoint
+    from streamcli_tools.train.wctc_torch import WctcConfig, char_tokens, load_checkpoint
 
     check_window(window_frames, overlap_frames)
     if checkpoint is None and not random_init:

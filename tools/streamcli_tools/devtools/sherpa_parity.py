@@ -2,7 +2,7 @@
 
     python scripts/compare_sherpa.py [--model DIR] [--threads 1] [--limit N] [--decoding greedy|beam]
 
-Without --model it builds the random-weight test zipformer (:mod:`streamcli.devtools.zipformer_maker`)
+Without --model it builds the random-weight test zipformer (:mod:`streamcli_tools.devtools.zipformer_maker`)
 in a tmp dir. Files: every wav/flac of ../shared/data/dev/dev.tsv plus
 ../shared/models/*/test_wavs/8k.wav, decoded, downmixed and resampled to 16 kHz once (streamcli.audio,
 the one resampler), so both runtimes get the same float samples and the same tail padding (what
@@ -31,7 +31,7 @@ import numpy as np
 from streamcli.audio import read_audio
 from streamcli.tokens import WORD_START
 
-SHARED = Path(__file__).resolve().parents[3] / "shared"
+SHARED = Path(__file__).resolve().parents[4] / "shared"
 DEV_TSV = SHARED / "data" / "dev" / "dev.tsv"
 SAMPLE_RATE = 16000
 
@@ -233,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = args.model
         if model_dir is None:
-            from streamcli.devtools.zipformer_maker import make_test_zipformer
+            from streamcli_tools.devtools.zipformer_maker import make_test_zipformer
 
             model_dir = make_test_zipformer(Path(tmp) / "test-zipformer", seed=0)
         report = compare(model_dir, files, args.threads, args.decoding, args.beam, progress=not args.quiet)

@@ -22,8 +22,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from streamcli.train.export import publish_with_metadata, wctc_metadata
-from streamcli.train.whisper_student import SUBSAMPLING, WhisperStudent, check_window, count_parameters
+from streamcli_tools.train.export import publish_with_metadata, wctc_metadata
+from streamcli_tools.train.whisper_student import SUBSAMPLING, WhisperStudent, check_window, count_parameters
 
 CACHE_NAMES = ("cache_key", "cache_value", "cache_conv_in", "cache_conv_mid", "cache_valid")
 
