@@ -88,14 +88,15 @@ def validate_window(window_frames: int, overlap_frames: int, subsampling: int = 
                              f"({MAX_WINDOW_FRAMES // 100} s; one window is one encoder call)")
         if value % subsampling:
             raise ValueError(
-                f"{name} must be a multiple of {subsampling} (one encoder frame = {subsampling} feature "
-                f"frames), got {value}"
+                f"{name} must be a multiple of {subsampling} (multiples of {subsampling}: one encoder "
+                f"frame = {subsampling} feature frames), got {value}"
             )
     if window_frames <= 0:
-        raise ValueError("window_frames must be > 0")
+        raise ValueError(f"window_frames must be > 0 (at least {subsampling} frames), got {window_frames}")
     if not 0 <= overlap_frames < window_frames:
         raise ValueError(
-            f"overlap_frames ({overlap_frames}) must be smaller than window_frames ({window_frames})"
+            f"overlap_frames ({overlap_frames}) must be smaller than window_frames ({window_frames}): "
+            "the overlap must be smaller than the window (hop = W - O > 0)"
         )
 
 
@@ -175,7 +176,6 @@ class ModelInfo:
     device_notice: str | None = None  # one line when device=auto fell back to CPU
     feature_type: str = "kaldi_fbank"  # kaldi_fbank | whisper_log10_mel (from the model metadata)
     second_pass: str | None = None  # what writes the finals at endpoints, None = the first pass
-    left_context_frames: int | None = None  # transducers: the cached left context (= overlap_frames)
 
 
 class Recognizer(ABC):
@@ -515,7 +515,7 @@ class RecognizerLike(Protocol):
 
 
 @dataclass(frozen=True)
-class Window:
+class DecodedWindow:
     """What one decoded window gave: the tokens it added, and whether an endpoint closed the utterance
     after it (with or without text; its final arrives through the driver's finals)."""
 
@@ -584,13 +584,13 @@ class StreamDriver:
                 yield from self._finals(wait=False)
         yield from self._finals(wait=False)
 
-    def step(self) -> Window | None:
+    def step(self) -> DecodedWindow | None:
         """Decodes one window if one is ready (None otherwise) and applies the per-window rules."""
         if not self.stream.is_ready():
             return None
         return self.after_window(self.stream.decode())
 
-    def after_window(self, tokens: list[Token]) -> Window:
+    def after_window(self, tokens: list[Token]) -> DecodedWindow:
         """Partial + endpoint after a decoded window (called by step() and by decode_batch())."""
         if self.refiner is None:
             if (tokens or self.stream.hypothesis_changed) and self.on_partial is not None:
@@ -599,8 +599,8 @@ class StreamDriver:
             self.refiner.maybe_submit(self.stream)
         if self.stream.is_endpoint():
             self.close_utterance()
-            return Window(tokens, closed=True)
-        return Window(tokens)
+            return DecodedWindow(tokens, closed=True)
+        return DecodedWindow(tokens)
 
     def decode_ready(self) -> list[Segment]:
         return list(self.segments_ready())
@@ -708,7 +708,7 @@ class StreamDriver:
 
 def decode_batch(
     recognizer: RecognizerLike, drivers: Sequence[StreamDriver]
-) -> list[tuple[StreamDriver, Window]]:
+) -> list[tuple[StreamDriver, DecodedWindow]]:
     """One batched encoder call over every driver whose stream has a window ready, then each one's
     per-window step; returns (driver, window) for the drivers that were decoded."""
     ready = [d for d in drivers if d.stream.is_ready()]

@@ -21,6 +21,7 @@ from streamcli.bench.measure import (
 from streamcli.bench.schema import ConfigResult, Percentiles, peak_rss_mb
 from streamcli.errors import DeviceError, StreamcliError
 from streamcli.families import family_of
+from streamcli.recognizer import validate_window
 
 if TYPE_CHECKING:
     from streamcli.recognizer import ModelInfo, Recognizer
@@ -92,18 +93,10 @@ def plan_configs(
         return [(native_w, native_o)], skipped
     for w in ws:
         for o in os_:
-            reason = None
-            if w <= 0:
-                reason = f"W={w}: the window must be at least {subsampling} frames"
-            elif not 0 <= o < w:
-                reason = f"O={o} >= W={w}: the overlap must be smaller than the window (hop = W-O > 0)"
-            elif w % subsampling or o % subsampling:
-                reason = (
-                    f"W={w}/O={o}: both must be multiples of {subsampling} frames "
-                    f"(the encoder stacks {subsampling} feature frames into one)"
-                )
-            if reason:
-                skipped.append((w, o, reason))
+            try:
+                validate_window(w, o, subsampling)  # the one W/O rule
+            except ValueError as exc:
+                skipped.append((w, o, f"W={w}/O={o}: {exc}"))
             else:
                 valid.append((w, o))
     return valid, skipped

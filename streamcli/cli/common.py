@@ -211,14 +211,12 @@ def recognizer_config(
     overlap_frames: int | None = None,
     rescore: bool | None = None,
 ) -> RecognizerConfig:
-    """The options as a validated config with the model resolved to its folder."""
+    """The options as a validated config (the model is resolved once, by create_recognizer)."""
     from streamcli.endpoint import EndpointConfig
     from streamcli.recognizer import RecognizerConfig
-    from streamcli.registry import resolve_model
 
-    path = resolve_model(model)
     return RecognizerConfig(
-        model=str(path),
+        model=model,
         device=device,
         threads=threads,
         decoding="modified_beam_search" if beam > 0 else "greedy",

@@ -183,8 +183,11 @@ _INFO_FIELDS = (
 def _print_model_folder(folder: Path, device: str, threads: int) -> None:
     import onnxruntime as ort
 
+    from streamcli.families import family_of
+
     recognizer = load_recognizer(str(folder), device, threads)
     info = recognizer.info
+
     def shown(value: object) -> str:
         if isinstance(value, (tuple, list)):
             return ", ".join(str(v) for v in value)
@@ -194,9 +197,9 @@ def _print_model_folder(folder: Path, device: str, threads: int) -> None:
     if info.second_pass:
         rows.append(["second pass", info.second_pass])
     shift_ms = info.shift_frames * info.frame_shift_ms
-    if info.left_context_frames is not None:  # a transducer: its chunk and left context, by name
+    if not family_of(info.family).window:  # a transducer: its chunk and left context, by name
         rows.append(["chunk / left context",
-                     f"{info.shift_frames} / {info.left_context_frames} frames ({shift_ms} ms per step)"])
+                     f"{info.shift_frames} / {info.overlap_frames} frames ({shift_ms} ms per step)"])
     else:
         rows.append(["window / overlap",
                      f"{info.window_frames} / {info.overlap_frames} frames ({shift_ms} ms per step)"])

@@ -14,6 +14,7 @@ from streamcli.cli.common import err_console, print_error
 from streamcli.cluster import MANIFEST_NAME, FileResult, Job, Manifest, RayBatch, connect, import_ray
 from streamcli.formats import safe_text, write_atomic
 from streamcli.recognizer import RecognizerConfig
+from streamcli.registry import resolve_model
 
 
 def run_on_ray(
@@ -31,7 +32,9 @@ def run_on_ray(
     ``overwrite`` (they are complete: every output is written atomically)."""
     if "-" in inputs:
         raise ValueError("--ray reads files, not stdin (-)")
-    config = dataclasses.replace(config, model=str(Path(config.model).resolve()), threads=threads_per_worker)
+    # Workers load the model from the same folder: resolved here, once, to an absolute path.
+    model_folder = resolve_model(config.model).resolve()
+    config = dataclasses.replace(config, model=str(model_folder), threads=threads_per_worker)
     started_s = time.monotonic()
     import_ray()  # without Ray: one line saying how to install it, before anything is written
     manifest = Manifest(folder / MANIFEST_NAME) if folder is not None else None

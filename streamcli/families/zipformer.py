@@ -219,7 +219,6 @@ class ZipformerTransducer(Recognizer):
             # (it runs at 50 Hz: 2 feature frames per step) and the new frames are one chunk's shift.
             window_frames=2 * first_left + self.shift_frames,
             overlap_frames=2 * first_left,
-            left_context_frames=2 * first_left,
             subsampling=SUBSAMPLING,
             provider=provider,
             threads=threads,
