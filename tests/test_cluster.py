@@ -54,24 +54,15 @@ def manifest(folder: Path) -> list[dict]:
     return [json.loads(line) for line in (folder / "manifest.jsonl").read_text().splitlines()]
 
 
+def ray_run(inputs: Path, out: Path):  # noqa: ANN201
+    """`streamcli transcribe DIR/* -o OUT/ -f json --ray local --workers 2` through the CLI."""
+    args = ["transcribe", str(inputs / "*"), "-o", f"{out}/", "-f", "json", *OPTIONS]
+    return runner.invoke(app, [*args, "--ray", "local", "--workers", "2"])
+
+
 def test_ray_outputs_equal_one_process_and_the_manifest_is_complete(inputs, single, local_ray, tmp_path):
     out = tmp_path / "out"
-    result = runner.invoke(
-        app,
-        [
-            "transcribe",
-            str(inputs / "*"),
-            "-o",
-            f"{out}/",
-            "-f",
-            "json",
-            *OPTIONS,
-            "--ray",
-            "local",
-            "--workers",
-            "2",
-        ],
-    )
+    result = ray_run(inputs, out)
     assert result.exit_code == 1, result.output  # broken.wav failed, the others did not
     assert "broken.wav" in result.output and "1 of 5 inputs failed" in result.output
     for f in FILES:
@@ -85,22 +76,7 @@ def test_ray_outputs_equal_one_process_and_the_manifest_is_complete(inputs, sing
     assert "broken.wav" in failed["error"]
 
     # A rerun skips what is done and tries the failed one again.
-    again = runner.invoke(
-        app,
-        [
-            "transcribe",
-            str(inputs / "*"),
-            "-o",
-            f"{out}/",
-            "-f",
-            "json",
-            *OPTIONS,
-            "--ray",
-            "local",
-            "--workers",
-            "2",
-        ],
-    )
+    again = ray_run(inputs, out)
     assert again.exit_code == 1
     rerun = manifest(out)[5:]
     assert sorted(r["status"] for r in rerun) == ["failed", "skipped", "skipped", "skipped", "skipped"]

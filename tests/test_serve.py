@@ -6,29 +6,19 @@ import asyncio
 import json
 import threading
 import urllib.request
-from pathlib import Path
 
-import numpy as np
 import pytest
-import soundfile as sf
-from paths import DEV, REPO
-from serve_helpers import Running
+from serve_helpers import FILE_A, FILE_B, Running, pcm16, small_recognizer
 
-from streamcli.families import create_recognizer
-from streamcli.recognizer import RecognizerConfig
 from streamcli.transcription import transcribe
 
 websockets = pytest.importorskip("websockets")
 from websockets.asyncio.client import connect  # noqa: E402
 
-SMALL_MODEL = REPO / "models" / "streamcli-wctc-en-small"
-FILE_A = DEV / "librispeech/test-clean/1089/1089-134686-0000.flac"
-FILE_B = DEV / "librispeech/test-other/1688/1688-142285-0000.flac"
-
 
 @pytest.fixture(scope="module")
 def recognizer():
-    return create_recognizer(RecognizerConfig(model=str(SMALL_MODEL), device="cpu", threads=1))
+    return small_recognizer()
 
 
 @pytest.fixture(scope="module")
@@ -36,12 +26,6 @@ def server(recognizer):
     running = Running(recognizer, max_streams=8)
     yield running
     running.stop()
-
-
-def pcm16(path: Path) -> bytes:
-    audio, rate = sf.read(str(path), dtype="float32")
-    assert rate == 16000
-    return (np.clip(audio, -1, 1) * 32767).astype("<i2").tobytes()
 
 
 async def stream_file(

@@ -17,34 +17,21 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-import numpy as np
 import pytest
-import soundfile as sf
-from paths import DEV, REPO
-from serve_helpers import Running
+from serve_helpers import FILE_A, SMALL_MODEL, Running, pcm16, small_recognizer
 from typer.testing import CliRunner
 
 from streamcli.cli import app
-from streamcli.families import create_recognizer
-from streamcli.recognizer import RecognizerConfig
 from streamcli.serve import ServeConfig, read_token
 from streamcli.transcription import transcribe
 
 websockets = pytest.importorskip("websockets")
 from websockets.asyncio.client import connect  # noqa: E402
 
-SMALL_MODEL = REPO / "models" / "streamcli-wctc-en-small"
-FILE_A = DEV / "librispeech/test-clean/1089/1089-134686-0000.flac"
-
 
 @pytest.fixture(scope="module")
 def recognizer():
-    return create_recognizer(RecognizerConfig(model=str(SMALL_MODEL), device="cpu", threads=1))
-
-
-def pcm16(path: Path) -> bytes:
-    audio, rate = sf.read(str(path), dtype="float32")
-    return (np.clip(audio, -1, 1) * 32767).astype("<i2").tobytes()
+    return small_recognizer()
 
 
 def rss_mb() -> float:

@@ -11,24 +11,18 @@ import json
 import urllib.request
 
 import pytest
-from paths import DEV, REPO
-from serve_helpers import Running
+from serve_helpers import FILE_A, Running, small_recognizer
 
-from streamcli.families import create_recognizer
 from streamcli.formats import render
-from streamcli.recognizer import RecognizerConfig
 from streamcli.transcription import transcribe
 
 openai = pytest.importorskip("openai")
 from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
 
-SMALL_MODEL = REPO / "models" / "streamcli-wctc-en-small"
-FILE_A = DEV / "librispeech/test-clean/1089/1089-134686-0000.flac"
-
 
 @pytest.fixture(scope="module")
 def recognizer():
-    return create_recognizer(RecognizerConfig(model=str(SMALL_MODEL), device="cpu", threads=1))
+    return small_recognizer()
 
 
 @pytest.fixture(scope="module")
@@ -207,7 +201,9 @@ async def _realtime_session(server, rate: int, pace_s: float = 0.0) -> list:
 
 
 def test_realtime_session_streams_deltas_and_completes_with_transcribes_text(server, expected):
-    events = asyncio.run(_realtime_session(server, rate=16000))
+    # Appended at 4x real time: text grows while the audio streams (all at once, one tick may decode
+    # the whole file and an item can complete without a delta before it).
+    events = asyncio.run(_realtime_session(server, rate=16000, pace_s=0.05))
     types = [e.type for e in events]
     assert types[0] == "session.created" and "session.updated" in types
     completed = [e for e in events if e.type == "conversation.item.input_audio_transcription.completed"]

@@ -10,9 +10,11 @@
   (and any unexpected exception) into one ``error: ...`` line on stderr and a non-zero exit;
   ``--debug`` (on the command or before it: ``streamcli --debug CMD``) prints the traceback too.
 - ``fail(message, code=1)``: print one ``error: ...`` line and exit with ``code``.
-- ``load_recognizer(model, device, threads, beam=0, endpoint=None, window_frames=None,
-  overlap_frames=None)``: resolves ``--model NAME|PATH``
-  through the registry, builds the recognizer and prints the device fallback notice, if any.
+- ``recognizer_config(model, device, threads, beam, endpoint, window_frames, overlap_frames, rescore)``:
+  the model option group as one validated config; ``load_recognizer(config)`` builds the recognizer
+  (``--model NAME|PATH`` resolved through the registry) and prints the device fallback notice, if any.
+- the endpoint option group (``ENDPOINT_OPTION``, ``RULE1_SILENCE_OPTION``, ...) and
+  ``endpoint_config(...)``, shared by transcribe, live and serve.
 """
 
 from __future__ import annotations
@@ -179,21 +181,10 @@ def report(exc: BaseException, message: str, debug: bool) -> None:
 # Recognizer helper
 
 
-def load_recognizer(
-    model: str | None,
-    device: str = "auto",
-    threads: int = 0,
-    beam: int = 0,
-    endpoint: EndpointConfig | None = None,
-    window_frames: int | None = None,
-    overlap_frames: int | None = None,
-    rescore: bool | None = None,
-) -> Recognizer:
-    """``--model/--device/--threads/--beam/--window/--overlap/--rescore`` -> a recognizer; prints the
-    device fallback notice."""
+def load_recognizer(config: RecognizerConfig) -> Recognizer:
+    """A recognizer for the options (:func:`recognizer_config`); prints the device fallback notice."""
     from streamcli.families import create_recognizer
 
-    config = recognizer_config(model, device, threads, beam, endpoint, window_frames, overlap_frames, rescore)
     recognizer = create_recognizer(config)
     notice = recognizer.info.device_notice
     if notice:

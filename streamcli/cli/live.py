@@ -29,6 +29,7 @@ from streamcli.cli.common import (
     endpoint_config,
     err_console,
     load_recognizer,
+    recognizer_config,
     run_command,
 )
 from streamcli.formats import LIVE_FORMATS, SegmentWriter, pick_format, timestamp, write_atomic
@@ -120,7 +121,9 @@ def live(
         endpoints = endpoint_config(endpoint, rule1_silence, rule2_silence, max_utterance, silence_from)
         if input_file is None:
             capture.import_sounddevice()  # PortAudio missing: say so before loading a model
-        recognizer = load_recognizer(model, device, threads, beam, endpoints, window, overlap, rescore)
+        recognizer = load_recognizer(
+            recognizer_config(model, device, threads, beam, endpoints, window, overlap, rescore)
+        )
         session = lv.LiveTranscriber(
             recognizer,
             input_device=input_device,

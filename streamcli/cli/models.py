@@ -16,6 +16,7 @@ from streamcli.cli.common import (
     err_console,
     load_recognizer,
     print_table,
+    recognizer_config,
     run_command,
 )
 from streamcli.errors import StreamcliError
@@ -185,7 +186,7 @@ def _print_model_folder(folder: Path, device: str, threads: int) -> None:
 
     from streamcli.families import family_of
 
-    recognizer = load_recognizer(str(folder), device, threads)
+    recognizer = load_recognizer(recognizer_config(str(folder), device, threads))
     info = recognizer.info
 
     def shown(value: object) -> str:

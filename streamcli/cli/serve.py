@@ -23,6 +23,7 @@ from streamcli.cli.common import (
     endpoint_config,
     err_console,
     load_recognizer,
+    recognizer_config,
     run_command,
 )
 
@@ -102,7 +103,9 @@ def serve(
             max_file_jobs=max_file_jobs,
         ).validate()
         endpoints = endpoint_config(endpoint, rule1_silence, rule2_silence, max_utterance, silence_from)
-        recognizer = load_recognizer(model, device, threads, 0, endpoints, window, overlap, rescore)
+        recognizer = load_recognizer(
+            recognizer_config(model, device, threads, 0, endpoints, window, overlap, rescore)
+        )
 
         def ready(bound: int) -> None:
             err_console.print(

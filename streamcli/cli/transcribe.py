@@ -316,7 +316,9 @@ def transcribe_command(
             return
         targets = output_targets(inputs, output, out_format)
         endpoints = endpoint_config(endpoint, rule1_silence, rule2_silence, max_utterance, silence_from)
-        recognizer = load_recognizer(model, device, threads, beam, endpoints, window, overlap, rescore)
+        recognizer = load_recognizer(
+            recognizer_config(model, device, threads, beam, endpoints, window, overlap, rescore)
+        )
         failed = _transcribe_all(inputs, recognizer, out_format, targets, realtime, debug or CliState.debug,
                                  refine)
         if failed:
