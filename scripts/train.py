@@ -41,6 +41,7 @@ from streamcli_tools.train.data import (
     normalize_text,
     read_tsv,
     refuse_eval_data,
+    spec_augment,
     speed_perturb,
 )
 from streamcli_tools.train.wctc_torch import (
@@ -125,17 +126,8 @@ def augment(
         x = np.logaddexp(x, seg + shift).astype(np.float32)
     if not specaugment:
         return x
-    # SpecAugment: 2 frequency masks (<= 15 bins), time masks covering up to ~10% of frames.
-    mean_value = float(x.mean())
-    for _ in range(2):
-        w = rng.integers(0, 16)
-        f0 = rng.integers(0, 80 - w + 1)
-        x[:, f0 : f0 + w] = mean_value
-    for _ in range(max(1, x.shape[0] // 300)):
-        w = rng.integers(0, min(40, max(1, x.shape[0] // 10)) + 1)
-        t0 = rng.integers(0, max(1, x.shape[0] - w + 1))
-        x[t0 : t0 + w] = mean_value
-    return x
+    # SpecAugment as this model was trained: masks of <= 15 bins filled with the utterance mean.
+    return spec_augment(x, rng, max_freq_width=15, fill=float(x.mean()))
 
 
 def collate(feats: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:

@@ -165,14 +165,22 @@ def augment_log10_mel(
         shift = speech_level - seg.mean() - snr_db / 10.0
         x = np.log10(10.0**x + 10.0 ** (seg + shift)).astype(np.float32)
     if specaugment:
-        for _ in range(2):
-            w = rng.integers(0, 13)
-            f0 = rng.integers(0, x.shape[1] - w + 1)
-            x[:, f0 : f0 + w] = floor
-        for _ in range(max(1, x.shape[0] // 300)):
-            w = rng.integers(0, min(40, max(1, x.shape[0] // 10)) + 1)
-            t0 = rng.integers(0, max(1, x.shape[0] - w + 1))
-            x[t0 : t0 + w] = floor
+        spec_augment(x, rng, max_freq_width=12, fill=floor)
+    return x
+
+
+def spec_augment(x: np.ndarray, rng: np.random.Generator, max_freq_width: int, fill: float) -> np.ndarray:
+    """SpecAugment in place on (frames, bins) features: 2 frequency masks of at most ``max_freq_width``
+    bins, then one time mask per 300 frames covering up to ~10 % of them, all filled with ``fill``.
+    (torchaudio's masking transforms would do this, but no torchaudio release matches torch 2.13.)"""
+    for _ in range(2):
+        w = rng.integers(0, max_freq_width + 1)
+        f0 = rng.integers(0, x.shape[1] - w + 1)
+        x[:, f0 : f0 + w] = fill
+    for _ in range(max(1, x.shape[0] // 300)):
+        w = rng.integers(0, min(40, max(1, x.shape[0] // 10)) + 1)
+        t0 = rng.integers(0, max(1, x.shape[0] - w + 1))
+        x[t0 : t0 + w] = fill
     return x
 
 
