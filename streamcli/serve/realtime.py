@@ -198,103 +198,117 @@ def _requested_rate(event: dict, rate: int) -> int:
     raise ValueError(f"input audio format must be audio/pcm (pcm16), got {str(fmt)[:40]}")
 
 
+class EventError(ValueError):
+    """A client event that cannot be applied: an ``error`` event with this code, the session goes on."""
+
+    def __init__(self, message: str, code: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class RealtimeSession:
+    """The client events of one session, one method each (see the module docstring)."""
+
+    def __init__(self, server: ServerContext, connection: Connection) -> None:
+        self.server = server
+        self.connection = connection
+        self.client = RealtimeClient(connection)
+        self.rate = RATES[0]
+        self.session_id = new_id("sess")
+        self.model = server.recognizer.info.name
+        self.stream: Session | None = None  # opened by the first audio
+
+    def describe(self) -> dict:
+        return session_object(self.session_id, self.rate, self.model)
+
+    async def apply(self, event: dict) -> None:
+        kind = event["type"]
+        if kind in ("session.update", "transcription_session.update"):
+            self.update_session(event, kind.replace("update", "updated"))
+        elif kind == "input_audio_buffer.append":
+            await self.append(event)
+        elif kind == "input_audio_buffer.commit":
+            if self.stream is None:
+                raise EventError(
+                    "input_audio_buffer.commit: the buffer is empty", "input_audio_buffer_commit_empty"
+                )
+            self.server.scheduler.finish(self.stream, restart=True)
+        elif kind == "input_audio_buffer.clear":
+            if self.stream is not None:
+                self.server.scheduler.clear(self.stream)
+            self.client.open_item = None
+            self.client.emit({"type": "input_audio_buffer.cleared"})
+        else:
+            raise EventError(f"unknown or unsupported event type {kind[:60]!r}", "invalid_event")
+
+    def update_session(self, event: dict, answer: str) -> None:
+        try:
+            requested = _requested_rate(event, self.rate)
+        except ValueError as exc:
+            raise EventError(str(exc), "invalid_value") from None
+        if self.stream is not None and requested != self.rate:
+            raise EventError("the input audio rate cannot change once audio was sent", "invalid_value")
+        self.rate = requested
+        self.client.emit({"type": answer, "session": self.describe()})
+
+    async def append(self, event: dict) -> None:
+        audio = event.get("audio")
+        try:
+            if not isinstance(audio, str):
+                raise ValueError
+            data = base64.b64decode(audio, validate=True)
+        except (ValueError, binascii.Error):
+            raise EventError(
+                "input_audio_buffer.append: 'audio' must be base64 text", "invalid_base64"
+            ) from None
+        if len(data) % 2:
+            raise EventError("audio must hold whole 16-bit samples (an even byte count)", "invalid_audio")
+        scheduler = self.server.scheduler
+        if self.stream is None:
+            refine = REALTIME_REFINE if self.server.config.refine else None
+            self.stream = scheduler.open(self.rate, self.client, refine=refine)
+        scheduler.feed(self.stream, np.frombuffer(data, dtype="<i2").astype(np.float32) / 32768.0)
+        await self.server.wait_for_backlog(self.stream, self.connection)
+
+
+def parse_event(message: str | bytes) -> dict:
+    """A client event (a JSON object with a string ``type``); EventError otherwise."""
+    if isinstance(message, bytes):
+        raise EventError("send JSON events; audio goes base64 in input_audio_buffer.append", "invalid_event")
+    try:
+        event = parse_json(message)
+    except ValueError as exc:
+        raise EventError(str(exc), "invalid_event") from None
+    if not isinstance(event, dict) or not isinstance(event.get("type"), str):
+        raise EventError("an event is a JSON object with a 'type'", "invalid_event")
+    return event
+
+
 async def handle(server: ServerContext, connection: Connection) -> None:
     """One Realtime transcription session (accepted, slot held by the caller)."""
-    config = server.config
-    scheduler = server.scheduler
-    client = RealtimeClient(connection)
-    rate = RATES[0]
-    session_id = new_id("sess")
-    model = server.recognizer.info.name
-    session: Session | None = None
-    client.emit({"type": "session.created", "session": session_object(session_id, rate, model)})
+    idle_s = server.config.idle_timeout_s
+    session = RealtimeSession(server, connection)
+    session.client.emit({"type": "session.created", "session": session.describe()})
     try:
         while True:
             try:
-                message = await connection.receive(config.idle_timeout_s)
+                message = await connection.receive(idle_s)
             except TimeoutError:
-                client.emit(error_event(f"idle for {config.idle_timeout_s:g} s", code="idle_timeout"))
+                session.client.emit(error_event(f"idle for {idle_s:g} s", code="idle_timeout"))
                 await connection.close(1001, "idle")
                 return
-            if isinstance(message, bytes):
-                client.emit(error_event("send JSON events; audio goes base64 in input_audio_buffer.append"))
-                continue
+            event: dict = {}
             try:
-                event = parse_json(message)
-                if not isinstance(event, dict) or not isinstance(event.get("type"), str):
-                    raise ValueError("an event is a JSON object with a 'type'")
-            except ValueError as exc:
-                client.emit(error_event(str(exc)))
-                continue
-            kind, event_id = event["type"], event.get("event_id")
-            event_id = event_id if isinstance(event_id, str) else None
-            if kind in ("session.update", "transcription_session.update"):
-                try:
-                    requested = _requested_rate(event, rate)
-                    if session is not None and requested != rate:
-                        raise ValueError("the input audio rate cannot change once audio was sent")
-                except ValueError as exc:
-                    client.emit(error_event(str(exc), code="invalid_value", event_id=event_id))
-                    continue
-                rate = requested
-                client.emit(
-                    {
-                        "type": kind.replace("update", "updated"),
-                        "session": session_object(session_id, rate, model),
-                    }
-                )
-            elif kind == "input_audio_buffer.append":
-                audio = event.get("audio")
-                try:
-                    if not isinstance(audio, str):
-                        raise ValueError
-                    data = base64.b64decode(audio, validate=True)
-                except (ValueError, binascii.Error):
-                    client.emit(
-                        error_event(
-                            "input_audio_buffer.append: 'audio' must be base64 text",
-                            code="invalid_base64",
-                            event_id=event_id,
-                        )
-                    )
-                    continue
-                if len(data) % 2:
-                    client.emit(
-                        error_event(
-                            "audio must hold whole 16-bit samples (an even byte count)",
-                            code="invalid_audio",
-                            event_id=event_id,
-                        )
-                    )
-                    continue
-                if session is None:
-                    session = scheduler.open(rate, client, refine=REALTIME_REFINE if config.refine else None)
-                scheduler.feed(session, np.frombuffer(data, dtype="<i2").astype(np.float32) / 32768.0)
-                await server.wait_for_backlog(session, connection)
-            elif kind == "input_audio_buffer.commit":
-                if session is None:
-                    client.emit(
-                        error_event(
-                            "input_audio_buffer.commit: the buffer is empty",
-                            code="input_audio_buffer_commit_empty",
-                            event_id=event_id,
-                        )
-                    )
-                    continue
-                scheduler.finish(session, restart=True)
-            elif kind == "input_audio_buffer.clear":
-                if session is not None:
-                    scheduler.clear(session)
-                client.open_item = None
-                client.emit({"type": "input_audio_buffer.cleared"})
-            else:
-                client.emit(
-                    error_event(f"unknown or unsupported event type {kind[:60]!r}", event_id=event_id)
-                )
+                event = parse_event(message)
+                await session.apply(event)
+            except EventError as exc:
+                event_id = event.get("event_id")
+                event_id = event_id if isinstance(event_id, str) else None
+                session.client.emit(error_event(str(exc), code=exc.code, event_id=event_id))
     except ServerEnding:
         await connection.end()
     except ClientGone:
         return
     finally:
-        if session is not None:
-            scheduler.drop(session)
+        if session.stream is not None:
+            server.scheduler.drop(session.stream)
