@@ -81,7 +81,16 @@ def serve(
     /readyz and /metrics.
 
     An OpenAI client points at it with base_url="http://HOST:PORT/v1" (api_key = the token, or any
-    text without --token); see the README.
+    text without --token):
+
+    \b
+    files:
+      client = OpenAI(base_url="http://127.0.0.1:2700/v1", api_key="unused")
+      print(client.audio.transcriptions.create(file=open("a.flac", "rb"), model="whisper-1").text)
+    live audio (pcm16 mono, 24 or 16 kHz):
+      with client.realtime.connect(extra_query={"intent": "transcription"}) as conn:
+          conn.input_audio_buffer.append(audio=base64.b64encode(pcm16_chunk).decode())
+          for event in conn: print(event.type, getattr(event, "delta", ""))
     """
 
     def body() -> None:
