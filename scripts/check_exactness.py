@@ -17,7 +17,7 @@ import soxr
 import torch
 from streamcli_tools.train.wctc_torch import SUBSAMPLING, load_checkpoint
 
-from streamcli.features import compute_fbank
+from streamcli.features import compute_features
 
 
 def onnx_stream(session: ort.InferenceSession, feats: np.ndarray, cache: dict[str, np.ndarray], hop: int):
@@ -40,7 +40,7 @@ def main() -> None:
     args = ap.parse_args()
     samples, rate = sf.read(str(args.audio), dtype="float32", always_2d=True)
     samples = soxr.resample(samples.mean(axis=1), rate, 16000).astype(np.float32)
-    feats = compute_fbank(samples, 16000)
+    feats = compute_features(samples, "kaldi_fbank", 16000)
     feats = feats[: feats.shape[0] // SUBSAMPLING * SUBSAMPLING]
     model, _ = load_checkpoint(args.checkpoint)
     model.eval()

@@ -56,7 +56,7 @@ from streamcli_tools.train.wctc_torch import (
 )
 from tqdm import tqdm
 
-from streamcli.features import compute_fbank
+from streamcli.features import compute_features
 from streamcli.metrics import corpus_error_rates
 
 SAMPLE_RATE = 16000
@@ -66,7 +66,7 @@ DEFAULT_WINDOWS = "50:0,50:25,100:0,100:25,100:50,150:50,200:0,200:50,200:100,30
 
 def fbank(samples: np.ndarray) -> np.ndarray:
     """80-dim kaldi fbank, 10 ms shift: exactly the runtime's features (streamcli.features)."""
-    return compute_fbank(samples, SAMPLE_RATE)
+    return compute_features(samples, "kaldi_fbank", SAMPLE_RATE)
 
 
 def read_librispeech(folder: str) -> list[Utterance]:

@@ -272,12 +272,3 @@ def compute_features(samples: np.ndarray, feature_type: str, sample_rate: int = 
     fb.input_finished()
     return fb.get_frames(0, fb.num_frames_ready)
 
-
-def compute_fbank(
-    samples: np.ndarray, sample_rate: int = SAMPLE_RATE_HZ, feature_dim: int = 80
-) -> np.ndarray:
-    """Whole-signal fbank (for tests and tools): (num_frames, feature_dim) float32."""
-    fb = OnlineFbank(feature_dim, sample_rate)
-    fb.accept_waveform(samples)
-    fb.input_finished()
-    return fb.get_frames(0, fb.num_frames_ready)

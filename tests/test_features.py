@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from streamcli.features import OnlineFbank, compute_fbank, fbank_options
+from streamcli.features import OnlineFbank, compute_features, fbank_options
 
 
 def test_options_are_sherpa_onnx_defaults():
@@ -35,7 +35,7 @@ def test_frame_count_without_snip_edges(num_samples):
 def test_streaming_blocks_equal_one_shot():
     rng = np.random.default_rng(1)
     samples = (rng.standard_normal(16000 * 3) * 0.1).astype(np.float32)
-    whole = compute_fbank(samples)
+    whole = compute_features(samples, "kaldi_fbank")
     fb = OnlineFbank()
     pos = 0
     while pos < samples.size:
@@ -50,19 +50,19 @@ def test_streaming_blocks_equal_one_shot():
 
 def test_sine_peaks_in_the_right_mel_bin():
     t = np.arange(16000) / 16000
-    low = compute_fbank((0.5 * np.sin(2 * np.pi * 300 * t)).astype(np.float32))
-    high = compute_fbank((0.5 * np.sin(2 * np.pi * 4000 * t)).astype(np.float32))
+    low = compute_features((0.5 * np.sin(2 * np.pi * 300 * t)).astype(np.float32), "kaldi_fbank")
+    high = compute_features((0.5 * np.sin(2 * np.pi * 4000 * t)).astype(np.float32), "kaldi_fbank")
     assert low[50].argmax() < high[50].argmax()
     # samples are taken in [-1, 1] (not scaled by 32768, which would add 2*ln(32768) = 20.8)
     assert 0.0 < low[50].max() < 10.0
-    silence = compute_fbank(np.zeros(16000, np.float32))
+    silence = compute_features(np.zeros(16000, np.float32), "kaldi_fbank")
     np.testing.assert_allclose(silence, np.log(np.finfo(np.float32).eps), rtol=1e-5)
 
 
 def test_discard_keeps_memory_flat_and_indices_absolute():
     rng = np.random.default_rng(2)
     samples = (rng.standard_normal(16000 * 4) * 0.1).astype(np.float32)
-    whole = compute_fbank(samples)
+    whole = compute_features(samples, "kaldi_fbank")
     fb = OnlineFbank()
     held = []
     for start in range(0, samples.size, 1600):

@@ -10,7 +10,7 @@ import pytest
 import soundfile as sf
 from streamcli_tools.devtools import synth_speech, text_corpus
 
-from streamcli.features import compute_fbank
+from streamcli.features import compute_features
 
 TRAIN_SENTENCES = [
     "the quick brown fox jumps over the lazy dog",
@@ -144,7 +144,7 @@ def test_generated_audio_and_manifests(tiny_sets: tuple[Path, Path]) -> None:
             assert 0 < np.max(np.abs(samples)) <= 1.0
             feats = np.load(out / row["feats"])
             assert feats.dtype == np.float32 and feats.shape == (round(info.frames / 160), 80)
-            np.testing.assert_array_equal(feats, compute_fbank(samples, 16000))
+            np.testing.assert_array_equal(feats, compute_features(samples, "kaldi_fbank", 16000))
 
 
 def test_heldout_voices_unseen_in_train(tiny_sets: tuple[Path, Path]) -> None:

@@ -87,13 +87,14 @@ def rec(test_zipformer_dir):
 
 
 def _speech_features(n_chunks: int) -> list[np.ndarray]:
-    from streamcli.features import compute_fbank
+    from streamcli.features import compute_features
 
     wavs = sorted((SHARED / "models").glob("*/test_wavs/0.wav"))
     if wavs:
-        feats = compute_fbank(load_16k(wavs[0]))
+        feats = compute_features(load_16k(wavs[0]), "kaldi_fbank")
     else:  # noise stands in for speech when the shared data is absent
-        feats = compute_fbank((np.random.default_rng(0).standard_normal(16000 * 3) * 0.1).astype(np.float32))
+        noise = (np.random.default_rng(0).standard_normal(16000 * 3) * 0.1).astype(np.float32)
+        feats = compute_features(noise, "kaldi_fbank")
     return [feats[None, 32 * i : 32 * i + 39] for i in range(n_chunks)]
 
 

@@ -14,6 +14,7 @@ from streamcli.bench.audio import LoopedAudio, LoopedReader
 from streamcli.bench.config import FRAME_MS, SAMPLE_RATE, ProgressFn, no_progress
 from streamcli.bench.schema import EmissionLatency, LengthPoint, StreamsPoint
 from streamcli.errors import ModelError
+from streamcli.features import compute_features
 from streamcli.recognizer import StreamDriver, decode_batch
 from streamcli.results import Result
 
@@ -270,13 +271,6 @@ class FullContextEncoder:
         return (time.perf_counter() - t0) * 1000.0
 
 
-def compute_features(samples: np.ndarray, feature_type: str) -> np.ndarray:
-    """(T, 80) features of the samples with the runtime's own extractor for the model's feature type."""
-    from streamcli import features
-
-    return features.compute_features(samples, feature_type, SAMPLE_RATE)
-
-
 def measure_full_context(
     encoder: FullContextEncoder,
     audio: LoopedAudio,
@@ -291,7 +285,7 @@ def measure_full_context(
     length and the longer ones get the one-line reason instead of a number.
     """
     longest = max(lengths_s)
-    feats = compute_features(audio.take(0, int(longest * SAMPLE_RATE)), encoder.feature_type)
+    feats = compute_features(audio.take(0, int(longest * SAMPLE_RATE)), encoder.feature_type, SAMPLE_RATE)
     encoder.encode_ms(feats[: 20 * encoder.subsampling])  # warm-up
     out = []
     total = len(lengths_s) * reps

@@ -44,7 +44,7 @@ import numpy as np
 import soundfile as sf
 import soxr
 
-from streamcli.features import compute_fbank
+from streamcli.features import compute_features
 from streamcli_tools.devtools import text_corpus
 
 SAMPLE_RATE = 16000
@@ -364,7 +364,7 @@ def augment(samples: np.ndarray, rng: np.random.Generator, babble_bank: Sequence
 
 def fbank_features(samples: np.ndarray) -> np.ndarray:
     """80-dim log-mel fbank exactly as the runtime computes it (streamcli.features)."""
-    return compute_fbank(samples, SAMPLE_RATE)
+    return compute_features(samples, "kaldi_fbank", SAMPLE_RATE)
 
 
 # ---------------------------------------------------------------------------------------------------
