@@ -30,11 +30,10 @@ runner = CliRunner()
 def fake_model(monkeypatch):
     made = []
 
-    def load(model, device="auto", threads=0, beam=0, endpoint=None, window_frames=None, overlap_frames=None,
-             rescore=None):
-        rec = FakeRecognizer(endpoint)
-        rec.requested_window = (window_frames, overlap_frames)
-        rec.requested_rescore = rescore
+    def load(config):  # the RecognizerConfig live built from its options
+        rec = FakeRecognizer(config.endpoint)
+        rec.requested_window = (config.window_frames, config.overlap_frames)
+        rec.requested_rescore = config.rescore
         made.append(rec)
         return rec
 
