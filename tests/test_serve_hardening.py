@@ -12,6 +12,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -22,7 +23,7 @@ from serve_helpers import FILE_A, SMALL_MODEL, Running, pcm16, small_recognizer
 from typer.testing import CliRunner
 
 from streamcli.cli import app
-from streamcli.serve import ServeConfig, read_token
+from streamcli.serve import ServeConfig, Server, read_token
 from streamcli.transcription import transcribe
 
 websockets = pytest.importorskip("websockets")
@@ -417,3 +418,52 @@ def test_serve_config_refuses_absurd_limits():
     for field, value in (("max_queued_audio_s", 0.0), ("write_timeout_s", 0.0), ("max_file_jobs", 0)):
         with pytest.raises(ValueError):
             ServeConfig(**{field: value}).validate()
+
+
+class _Broken:
+    """A recognizer whose batched decoding fails: the worker dies on the first window."""
+
+    def __init__(self, inner) -> None:
+        self.inner = inner
+        self.info = inner.info
+
+    def create_stream(self):  # noqa: ANN201
+        return self.inner.create_stream()
+
+    def finals_worker(self):  # noqa: ANN201
+        return None
+
+    def decode_streams(self, streams) -> None:  # noqa: ANN001
+        raise RuntimeError("simulated failure inside the encoder")
+
+
+def test_a_dead_worker_stops_the_server_loudly(recognizer, caplog):
+    from streamcli.serve import ServerError
+
+    ports: list[int] = []
+    server = Server(_Broken(recognizer), ServeConfig(port=0), on_ready=ports.append)
+    failure: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            server.run()
+        except BaseException as exc:  # noqa: BLE001 - what the CLI turns into one line and exit 1
+            failure.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not ports and time.monotonic() < deadline:
+        time.sleep(0.02)
+
+    async def client() -> None:
+        with contextlib.suppress(websockets.ConnectionClosed, TimeoutError):
+            async with connect(f"ws://127.0.0.1:{ports[0]}/") as ws:
+                await ws.send(b"\0\0" * 16000)
+                await asyncio.wait_for(ws.recv(), 10)
+
+    asyncio.run(client())
+    thread.join(timeout=30)
+    assert not thread.is_alive(), "the server kept running without its worker"
+    assert failure and isinstance(failure[0], ServerError) and "simulated failure" in str(failure[0])
+    assert "the serve worker stopped" in caplog.text

@@ -38,6 +38,7 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocket
 
+from streamcli.errors import StreamcliError
 from streamcli.recognizer import RecognizerLike
 from streamcli.serve import openai_api, realtime, vosk
 from streamcli.serve.config import ServeConfig
@@ -55,8 +56,8 @@ FINALS_UTILIZATION = 0.5
 LOOPBACK_NAMES = {"localhost", "127.0.0.1", "::1"}
 
 
-class ServerError(RuntimeError):
-    """The server stopped because its worker died (the process must fail)."""
+class ServerError(StreamcliError):
+    """The server stopped because its worker died (the process must fail: one line, exit 1)."""
 
 
 def token_given(connection: HTTPConnection) -> str:
