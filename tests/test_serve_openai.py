@@ -265,3 +265,46 @@ def test_realtime_bad_events_get_error_events_and_the_session_goes_on(server):
         )
         ws.send(json.dumps({"type": "input_audio_buffer.clear"}))
         assert json.loads(ws.recv(5))["type"] == "input_audio_buffer.cleared"
+
+
+def test_realtime_audio_after_a_commit_starts_the_next_turn(server):
+    import websockets.sync.client as ws_client
+    from serve_helpers import pcm16
+
+    pcm = pcm16(FILE_A)
+    half = len(pcm) // 2 // 6400 * 6400
+    url = server.url + "v1/realtime?intent=transcription"
+    events: list[dict] = []
+    with ws_client.connect(url) as ws:
+        ws.send(
+            json.dumps(
+                {
+                    "type": "session.update",
+                    "session": {
+                        "type": "transcription",
+                        "audio": {"input": {"format": {"type": "audio/pcm", "rate": 16000}}},
+                    },
+                }
+            )
+        )
+        for part in (pcm[:half], pcm[half:]):
+            for i in range(0, len(part), 6400):
+                ws.send(
+                    json.dumps(
+                        {
+                            "type": "input_audio_buffer.append",
+                            "audio": base64.b64encode(part[i : i + 6400]).decode(),
+                        }
+                    )
+                )
+            ws.send(json.dumps({"type": "input_audio_buffer.commit"}))
+        while True:
+            try:
+                events.append(json.loads(ws.recv(3)))
+            except TimeoutError:
+                break
+    completed = [e for e in events if e["type"].endswith("transcription.completed") and e["transcript"]]
+    starts = [e["audio_start_ms"] for e in events if e["type"] == "input_audio_buffer.speech_started"]
+    assert len(completed) >= 2, [e["type"] for e in events]  # one turn per commit at least
+    assert starts == sorted(starts) and starts[-1] >= half // 32  # times go on across the commit (ms)
+    assert not [e for e in events if e["type"] == "error"]
