@@ -97,6 +97,7 @@ class Server:
         self.port: int | None = None
         self.slots = 0  # connections and file jobs holding a stream slot (event loop thread)
         self.started_s = time.monotonic()
+        self._audio_published_s = 0.0
         self._stopping: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._shutting_down = False
@@ -221,7 +222,9 @@ class Server:
 
     async def _metrics(self, request: Request) -> Response:
         m = self.metrics
-        m.audio_seconds_total._value.set(self.scheduler.audio_s)  # the scheduler counts, we publish
+        audio_s = self.scheduler.audio_s  # the scheduler counts; the counter moves by what is new
+        m.audio_seconds_total.inc(max(0.0, audio_s - self._audio_published_s))
+        self._audio_published_s = audio_s
         m.finals_queue.set(self.scheduler.finals.backlog if self.scheduler.finals is not None else 0)
         m.rtf.set(self.scheduler.busy_s / self.scheduler.audio_s if self.scheduler.audio_s else 0.0)
         return Response(m.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
