@@ -57,6 +57,9 @@ class Session:
     client: Client
     inbox: list[np.ndarray] = field(default_factory=list)
     inbox_samples: int = 0
+    # Audio that arrived after a commit, for the next stream (the commit splits the audio where it came).
+    next_inbox: list[np.ndarray] = field(default_factory=list)
+    next_samples: int = 0
     waiting: int = 0  # audio messages not answered yet
     eof: bool = False
     closing: bool = False  # eof seen and decoded: waiting for the last finals
@@ -132,6 +135,10 @@ class Scheduler:
         with self._lock:
             if (session.eof and not session.restart) or session.closed or self._stopping:
                 return
+            if session.eof:  # after a commit: the next stream's
+                session.next_inbox.append(samples)
+                session.next_samples += samples.size
+                return
             session.inbox.append(samples)
             session.inbox_samples += samples.size
             session.waiting += 1
@@ -141,7 +148,7 @@ class Scheduler:
         """Audio of this session not decoded yet: queued here plus waiting inside its stream (s)."""
         stream = session.driver.stream
         with self._lock:
-            queued = session.inbox_samples / session.rate
+            queued = (session.inbox_samples + session.next_samples) / session.rate
         return queued + max(0.0, stream.received_s - stream.decoded_s)
 
     def finish(self, session: Session, restart: bool = False) -> None:
@@ -158,6 +165,7 @@ class Scheduler:
         """Discards the queued audio and the open utterance (finals already closed still come)."""
         with self._lock:
             session.inbox, session.inbox_samples = [], 0
+            session.next_inbox, session.next_samples = [], 0
             session.clear = True
         self._wake.set()
 
@@ -198,11 +206,6 @@ class Scheduler:
             self._sessions = sessions  # finished streams leave the table
             work = []
             for s in sessions:
-                if s.eof and s.restart and s.driver.finished:
-                    work.append(
-                        (s, [], True, s.closed, False)
-                    )  # audio after a commit waits for the next stream
-                    continue
                 work.append((s, s.inbox, s.eof, s.closed, s.clear))
                 s.inbox, s.inbox_samples, s.clear = [], 0, False
         busy = False
@@ -272,6 +275,8 @@ class Scheduler:
                 s.driver = self._driver(s.refine)
                 s.driver.on_segment = s.finals.append
                 s.eof = s.restart = s.closing = False
+                s.inbox, s.inbox_samples = s.next_inbox, s.next_samples
+                s.next_inbox, s.next_samples = [], 0
         elif done:
             s.done = True
 
