@@ -95,7 +95,7 @@ def main() -> None:
     args = ap.parse_args()
 
     from streamcli.families import create_recognizer
-    from streamcli.metrics import corpus_error_rates
+    from streamcli.metrics import corpus_error_rates, normalize_transcript
     from streamcli.recognizer import RecognizerConfig
     from streamcli.transcription import transcribe
 
@@ -122,6 +122,18 @@ def main() -> None:
                 audio = soxr.resample(audio, rate, args.rate)
             events, _ = asyncio.run(session(url, audio, args.rate))
             deltas = [t for t, e in events if e["type"].endswith("transcription.delta")]
+            items: dict[str, dict[str, str]] = {}
+            for _, e in events:
+                item = items.setdefault(e.get("item_id") or "", {"deltas": "", "completed": ""})
+                if e["type"].endswith("transcription.delta"):
+                    item["deltas"] += e["delta"]
+                elif e["type"].endswith("transcription.completed"):
+                    item["completed"] = e["transcript"]
+            done_items = [i for k, i in items.items() if k and i["completed"]]
+            revised = sum(
+                not normalize_transcript(i["completed"]).startswith(normalize_transcript(i["deltas"]))
+                for i in done_items
+            )
             completed = " ".join(
                 e["transcript"]
                 for _, e in events
@@ -136,6 +148,8 @@ def main() -> None:
                     "completed": completed,
                     "transcribe": ref,
                     "errors": sum(e["type"] == "error" for _, e in events),
+                    "items": len(done_items),
+                    "items_deltas_revised": revised,
                 }
             )
             shown = f"{first:.2f} s" if first is not None else "none"
@@ -156,6 +170,8 @@ def main() -> None:
         "completed_equal_to_transcribe": sum(r["completed"] == r["transcribe"] for r in results),
         "completed_vs_transcribe_wer": rates.wer,
         "error_events": sum(r["errors"] for r in results),
+        "items": sum(r["items"] for r in results),
+        "items_whose_deltas_the_final_revised": sum(r["items_deltas_revised"] for r in results),
     }
     print(json.dumps(summary, indent=2))
     if args.json:

@@ -57,6 +57,9 @@ class RefineConfig:
     # Off, the final is decoded afresh, as for a file (OpenAI Realtime: its completed text is
     # authoritative and equals `streamcli transcribe`'s; deltas are not binding there anyway).
     bind_finals: bool = True
+    # View.agreed also takes the newest refinement's leading words that end at least this long before
+    # its audio ends (the speaker has moved on), without waiting for a second refinement (None: off).
+    settled_after_s: float | None = None
 
     def validate(self) -> RefineConfig:
         if not 0.1 <= self.every_s <= 30:
@@ -161,7 +164,12 @@ class Refiner:
         self.hypothesis = new[agreed:]
         limit = self._audio_end_s - self.config.hold_back_s
         self.tentative = [w for w in self.hypothesis if w.end <= limit]
-        self.agreed = self.hypothesis[: max(0, min(agreed_all - agreed, len(self.tentative)))]
+        n_agreed = max(0, min(agreed_all - agreed, len(self.tentative)))
+        if self.config.settled_after_s is not None:
+            settled = self._audio_end_s - self.config.settled_after_s
+            while n_agreed < len(self.tentative) and self.tentative[n_agreed].end <= settled:
+                n_agreed += 1
+        self.agreed = self.hypothesis[:n_agreed]
         self.refinements += 1
         return self.view != before
 

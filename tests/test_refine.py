@@ -182,3 +182,20 @@ def test_closing_the_worker_finishes_finals_and_drops_refinements():
     assert not worker._thread.is_alive()
     with pytest.raises(RuntimeError, match="closed"):
         worker.submit(utt("late"))
+
+
+def test_unbound_finals_equal_a_files_and_settled_words_come_before_commits(rec):
+    """The Realtime configuration: finals decoded afresh (as for a file), and `stable` words (agreed or
+    settled) shown sooner than committed ones, always a prefix of the text."""
+    from streamcli.transcription import transcribe
+
+    audio = _audio(FILES[2])
+    config = RefineConfig(bind_finals=False, max_open_s=28.0, settled_after_s=0.6)
+    _, views, finals, _ = _drive(rec, audio, config)
+    assert [s.text for s in finals] == [s.text for s in transcribe(audio, rec)[0]]
+    for _, view in views:
+        assert view.text.split()[: len(view.stable.split())] == view.stable.split()
+        assert view.stable.split()[: len(view.committed.split())] == view.committed.split()
+    first_stable = next(i for i, (_, v) in enumerate(views) if v.stable)
+    first_committed = next((i for i, (_, v) in enumerate(views) if v.committed), len(views))
+    assert first_stable < first_committed

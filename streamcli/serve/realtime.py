@@ -10,13 +10,13 @@ Server events, mapped from our stream: ``session.created`` / ``session.updated``
 its first word's start); ``input_audio_buffer.speech_stopped`` + ``input_audio_buffer.committed``
 when our endpointing closes it (server VAD is our endpoint detector; it is always on);
 ``conversation.item.input_audio_transcription.delta`` for each word that is not expected to change
-(with a two-pass model: a word two successive refinements of the second pass agreed on, committed or
-not yet; with a one-pass model: every word of the first-pass hypothesis but the last, which may still
-grow); and ``...completed`` with the final text (the second pass), which is authoritative. A delta
-cannot be taken back: where a later refinement or the final decode changes an agreed word, the
-completed transcript differs from the item's deltas, and a client shows the completed text in their
-place. Words seen by one refinement only (tentative) are never sent. Errors are ``error`` events;
-the connection stays open unless the client breaks the transport.
+(with a two-pass model: a word two successive refinements of the second pass agreed on, or that the
+newest refinement heard 0.6 s of audio after; with a one-pass model: every word of the first-pass
+hypothesis but the last, which may still grow); and ``...completed`` with the final text (the second
+pass), which is authoritative. A delta cannot be taken back: where a later decode changes such a word,
+the completed transcript differs from the item's deltas, and a client shows the completed text in
+their place. Words just heard (less than 0.6 s of audio after them, one refinement) are never sent.
+Errors are ``error`` events; the connection stays open unless the client breaks the transport.
 """
 
 from __future__ import annotations
@@ -36,8 +36,11 @@ from streamcli.serve.scheduler import Session, Update
 
 RATES = (24000, 16000)
 # Refinements give the deltas; the finals are not bound to them (completed = a file's text), and an
-# utterance is never cut before the endpointer's own 20 s limit.
-REALTIME_REFINE = RefineConfig(bind_finals=False, max_open_s=28.0)
+# utterance is never cut before the endpointer's own 20 s limit. A word is sent once two refinements
+# agree on it or the newest one has 0.6 s of audio after it. Measured on 12 dev files (default model):
+# first delta after the first word's end p50 0.83 s / max 1.40 s (agreement alone: 1.12 / 3.04 s;
+# settled after 1.0 s: 1.12 / 1.66 s); items whose deltas the final changed 5 of 13 (agreement: 4).
+REALTIME_REFINE = RefineConfig(bind_finals=False, max_open_s=28.0, settled_after_s=0.6)
 _ids = itertools.count(1)
 
 
