@@ -212,7 +212,7 @@ def main() -> None:
     ap.add_argument("serve_args", nargs="*", help="extra `streamcli serve` options (after --)")
     args = ap.parse_args()
     audio, _ = sf.read(str(FILE), dtype="float32")
-    pcm = (np.clip(audio, -1, 1) * 32767).astype("<i2").tobytes()
+    pcm = np.clip(np.round(audio * 32768), -32768, 32767).astype("<i2").tobytes()
     report = {
         "flood": flood(args.port, args.serve_args, args.flood_s, pcm),
         "never_reading": never_reading(args.port, args.serve_args),

@@ -80,7 +80,7 @@ async def _stream(url: str, audio: np.ndarray, hop_s: float) -> dict:
     from websockets.asyncio.client import connect
     from websockets.exceptions import ConnectionClosed
 
-    pcm = (np.clip(audio, -1, 1) * 32767).astype("<i2").tobytes()
+    pcm = np.clip(np.round(audio * 32768), -32768, 32767).astype("<i2").tobytes()
     step = int(MESSAGE_S * 16000) * 2
     sends: list[float] = []
     answers: list[float] = []

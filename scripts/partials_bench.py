@@ -156,7 +156,7 @@ def run_in_process(clip: Clip, threads: int, refine: bool) -> tuple[list[dict], 
 async def _client(url: str, clip: Clip) -> tuple[list[tuple[float, str]], float]:
     from websockets.asyncio.client import connect
 
-    pcm = (np.clip(clip.audio, -1, 1) * 32767).astype("<i2").tobytes()
+    pcm = np.clip(np.round(clip.audio * 32768), -32768, 32767).astype("<i2").tobytes()
     step = int(MESSAGE_S * 16000) * 2
     views: list[tuple[float, str]] = []
     finals: list[str] = []

@@ -44,7 +44,7 @@ def first_word_ends(path: Path) -> dict[str, float]:
 async def session(url: str, audio: np.ndarray, rate: int) -> tuple[list[tuple[float, dict]], float]:
     import websockets
 
-    pcm = (np.clip(audio, -1, 1) * 32767).astype("<i2").tobytes()
+    pcm = np.clip(np.round(audio * 32768), -32768, 32767).astype("<i2").tobytes()
     step = int(rate * 0.2) * 2
     events: list[tuple[float, dict]] = []
     async with websockets.connect(url, max_size=None) as ws:

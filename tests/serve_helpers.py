@@ -21,7 +21,7 @@ def pcm16(path: Path) -> bytes:
     """A 16 kHz file as 16-bit little-endian PCM, the bytes a client sends."""
     audio, rate = sf.read(str(path), dtype="float32")
     assert rate == 16000
-    return (np.clip(audio, -1, 1) * 32767).astype("<i2").tobytes()
+    return np.clip(np.round(audio * 32768), -32768, 32767).astype("<i2").tobytes()
 
 
 def small_recognizer():  # noqa: ANN201

@@ -68,7 +68,7 @@ def test_partials_flow_while_a_final_is_decoded_and_finals_come_in_order(slow_re
     expected = [s.text for s in transcribe(audio, slow_recognizer, sample_rate=16000)[0]]
     assert len(expected) == 2 and all(t == t.upper() for t in expected)
     running = Running(slow_recognizer, max_streams=4)
-    pcm = (np.clip(audio, -1, 1) * 32767).astype("<i2").tobytes()
+    pcm = np.clip(np.round(audio * 32768), -32768, 32767).astype("<i2").tobytes()
     try:
 
         async def run() -> tuple[list[float], list[str], dict]:

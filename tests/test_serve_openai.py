@@ -169,7 +169,7 @@ async def _realtime_session(server, rate: int, pace_s: float = 0.0) -> list:
     audio, file_rate = sf.read(str(FILE_A), dtype="float32")
     if rate != file_rate:
         audio = resample(audio, file_rate, rate)
-    pcm = (np.clip(audio, -1, 1) * 32767).astype("<i2").tobytes()
+    pcm = np.clip(np.round(audio * 32768), -32768, 32767).astype("<i2").tobytes()
     client = openai.AsyncOpenAI(base_url=server.http + "v1", api_key="unused")
     events = []
     async with client.realtime.connect(extra_query={"intent": "transcription"}) as conn:
