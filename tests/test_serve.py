@@ -81,6 +81,10 @@ def test_one_answer_per_message_and_close_after_eof(server):
         ("hello", "malformed JSON"),
         (json.dumps({"text": "audio expected"}), "expected binary audio"),
         (b"\0\0\0", "even byte count"),
+        # What json itself cannot take (ValueError / RecursionError, not JSONDecodeError).
+        ('{"config": {"sample_rate": ' + "9" * 5000 + "}}", "malformed JSON"),
+        ("[" * 100_000 + "]" * 100_000, "malformed JSON"),
+        (json.dumps({"config": {"sample_rate": 10**40}}), "sample_rate"),
     ],
 )
 def test_bad_input_gets_an_error_and_a_close(server, first, error):
@@ -91,7 +95,7 @@ def test_bad_input_gets_an_error_and_a_close(server, first, error):
             assert error in reply["error"]
             with pytest.raises(websockets.ConnectionClosed):
                 await ws.recv()
-            assert ws.close_code in (1003, 1008)
+            assert ws.close_code == 1003 and ws.close_reason
 
     asyncio.run(run())
     assert asyncio.run(stream_file(server.url, pcm16(FILE_A)))[0]  # the server is still fine

@@ -349,32 +349,6 @@ def test_odd_http_gets_answers_not_tracebacks(recognizer, caplog):
         running.stop()
 
 
-@pytest.mark.parametrize(
-    "message,error",
-    [
-        ('{"config": {"sample_rate": ' + "9" * 5000 + "}}", "malformed JSON"),
-        ("[" * 100_000 + "]" * 100_000, "malformed JSON"),
-        (json.dumps({"config": {"sample_rate": 10**40}}), "sample_rate"),
-    ],
-)
-def test_absurd_json_gets_1003_and_a_reason(recognizer, message, error):
-    running = Running(recognizer)
-    try:
-
-        async def run() -> None:
-            async with connect(running.url) as ws:
-                await ws.send(message)
-                reply = json.loads(await ws.recv())
-                assert error in reply["error"]
-                with pytest.raises(websockets.ConnectionClosed):
-                    await ws.recv()
-                assert ws.close_code == 1003 and ws.close_reason
-
-        asyncio.run(run())
-    finally:
-        running.stop()
-
-
 def test_token_from_file_or_environment_and_any_bearer_case(recognizer, tmp_path, monkeypatch):
     secret = tmp_path / "token"
     secret.write_text("fromfile\n")

@@ -96,8 +96,8 @@ class Server:
         self.on_ready = on_ready
         self.port: int | None = None
         self.slots = 0  # connections and file jobs holding a stream slot (event loop thread)
-        self.started_s = time.monotonic()
         self._audio_published_s = 0.0
+        self._page_html = PAGE.read_text(encoding="utf-8")  # read once, served at every GET /
         self._stopping: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._shutting_down = False
@@ -198,7 +198,7 @@ class Server:
         return _Gate(app, self)
 
     async def _page(self, request: Request) -> Response:
-        return HTMLResponse(PAGE.read_text(encoding="utf-8"))
+        return HTMLResponse(self._page_html)
 
     async def _healthz(self, request: Request) -> Response:
         alive = self.scheduler.alive
@@ -246,7 +246,7 @@ class Server:
             finally:
                 release()
         except Busy as exc:
-            await connection.fail(handler_error(protocol, str(exc), "server_busy"), 1013, str(exc))
+            await connection.fail(busy_message(protocol, str(exc)), 1013, str(exc))
         finally:
             await connection.close(1000)
 
@@ -317,12 +317,10 @@ class Server:
         asyncio.run(self.serve())
 
 
-def handler_error(protocol: str, message: str, code: str) -> dict:
-    """An error in the protocol's own shape (Vosk: {"error"}; Realtime: an error event)."""
+def busy_message(protocol: str, message: str) -> dict:
+    """"Server busy" in the protocol's own shape (Vosk: {"error"}; Realtime: an error event)."""
     if protocol == "realtime":
-        return realtime.error_event(
-            message, "server_error" if code != "server_busy" else "rate_limit_error", code
-        )
+        return realtime.error_event(message, "rate_limit_error", "server_busy")
     return {"error": message}
 
 

@@ -28,7 +28,7 @@ from starlette.routing import Route
 from streamcli.errors import StreamcliError
 from streamcli.formats import render
 from streamcli.results import Segment
-from streamcli.serve.context import ServerContext
+from streamcli.serve.context import Busy, ServerContext
 
 RESPONSE_FORMATS = ("json", "text", "srt", "vtt", "verbose_json")
 GRANULARITIES = ("word", "segment")
@@ -95,7 +95,7 @@ class OpenAIApi:
                 )
             try:
                 release_slot = self.server.take_slot("rest")
-            except Exception as exc:  # Busy: the message says which limit
+            except Busy as exc:  # the message says which limit
                 self.jobs.release()
                 raise ApiError(503, str(exc), "server_busy", "server_error") from None
         except ApiError as exc:
@@ -104,6 +104,7 @@ class OpenAIApi:
         except ClientDisconnect:
             _remove(path)
             return Response(status_code=400)
+
         def release() -> None:
             release_slot()
             self.jobs.release()
@@ -126,8 +127,10 @@ class OpenAIApi:
         """The multipart form with the file streamed to a temporary file (size-limited)."""
         limit = self.server.config.max_upload_bytes
         length = request.headers.get("content-length")
+        too_large = ApiError(413, f"upload over the limit of {limit} bytes (--max-upload-mb)",
+                             "file_too_large")
         if length is not None and length.isdigit() and int(length) > limit:
-            raise ApiError(413, f"upload over the limit of {limit} bytes (--max-upload-mb)", "file_too_large")
+            raise too_large
         if not request.headers.get("content-type", "").startswith("multipart/form-data"):
             raise ApiError(400, "expected multipart/form-data with a 'file' field", "invalid_request")
         received = 0
@@ -145,9 +148,7 @@ class OpenAIApi:
         try:
             form = await request.form(max_files=1, max_fields=16)
         except _TooLarge:
-            raise ApiError(
-                413, f"upload over the limit of {limit} bytes (--max-upload-mb)", "file_too_large"
-            ) from None
+            raise too_large from None
         except ClientDisconnect:
             raise
         except Exception as exc:  # the parser's own errors: one line

@@ -66,7 +66,6 @@ class Session:
     closed: bool = False
     done: bool = False
     finals: list[Segment] = field(default_factory=list)
-    received_s: float = 0.0  # audio accepted from the client (s)
     refine: RefineConfig | None = None
     restart: bool = False  # at eof start a new stream instead of ending (a Realtime commit)
     clear: bool = False  # discard the open utterance and the queued audio (a Realtime clear)
@@ -86,7 +85,6 @@ class Scheduler:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="streamcli-serve-worker", daemon=True)
-        self.ticks = 0
         self.largest_batch = 0
         self.audio_s = 0.0  # audio accepted over the server's life (s)
         self.busy_s = 0.0  # time spent in batched decoding (s)
@@ -121,14 +119,17 @@ class Scheduler:
     def open(self, rate: int, client: Client, refine: RefineConfig | None) -> Session:
         # Closed utterances go to the batched second-pass worker; the tick never waits for a final.
         # With refinements the partials are the second pass's view of the words being spoken.
-        session = Session(self._driver(refine), rate, client, refine=refine)
-        session.driver.on_segment = session.finals.append  # in order, told with the next update
+        finals: list[Segment] = []
+        session = Session(self._driver(refine, finals), rate, client, finals=finals, refine=refine)
         with self._lock:
             self._sessions.append(session)
         return session
 
-    def _driver(self, refine: RefineConfig | None) -> StreamDriver:
-        return StreamDriver(self.recognizer.create_stream(), finals=self.finals, refine=refine)
+    def _driver(self, refine: RefineConfig | None, finals: list[Segment]) -> StreamDriver:
+        """A new stream of a session; its finals go to ``finals`` in order, told with the next update."""
+        return StreamDriver(
+            self.recognizer.create_stream(), finals=self.finals, refine=refine, on_segment=finals.append
+        )
 
     def feed(self, session: Session, samples: np.ndarray) -> None:
         """Queues audio (one client message); ignored once the session has ended (eof or shutdown)."""
@@ -223,7 +224,6 @@ class Scheduler:
                 continue  # audio after the end is dropped (feed() refuses it too; this is the race)
             for block in blocks:
                 s.driver.stream.accept_waveform(s.rate, block)
-                s.received_s += block.size / s.rate
                 self.audio_s += block.size / s.rate
                 busy = True
             if eof:
@@ -234,7 +234,6 @@ class Scheduler:
         closed_by: dict[int, int] = {}
         if decoded:
             elapsed = time.perf_counter() - started
-            self.ticks += 1
             self.busy_s += elapsed
             self.largest_batch = max(self.largest_batch, len(decoded))
             if self.on_tick is not None:
@@ -272,8 +271,7 @@ class Scheduler:
         if done and s.restart:  # a commit: the next audio starts a new stream where this one ended
             with self._lock:
                 s.offset_s += s.driver.stream.received_s
-                s.driver = self._driver(s.refine)
-                s.driver.on_segment = s.finals.append
+                s.driver = self._driver(s.refine, s.finals)
                 s.eof = s.restart = s.closing = False
                 s.inbox, s.inbox_samples = s.next_inbox, s.next_samples
                 s.next_inbox, s.next_samples = [], 0
