@@ -47,6 +47,8 @@ class ClosedUtterance:
     first_pass: Segment  # the utterance as the first pass wrote it
     # Words already committed on screen (streamcli.refine): the final keeps them as they are.
     committed: tuple[Word, ...] = ()
+    # The second pass's token ids that spell them, where known: its decode continues after them.
+    committed_ids: tuple[int, ...] = ()
     start_s: float = 0.0  # stream time of start_frame (the recorder knows the encoder frame length)
 
     @property
@@ -216,6 +218,17 @@ class FinalsWorker:
         """A refinement of an open utterance (streamcli.refine): served only when no final waits, so
         finals never queue behind refinements; under load refinements simply come less often."""
         return self._enqueue(self._refinements, utterance)
+
+    def promote(self, future: Future) -> None:
+        """A refinement that became a final (streamcli.refine): queued with the finals from now on, so
+        it is not starved by other finals nor dropped by :meth:`close`. Started or done: nothing to do."""
+        with self._cond:
+            for job in self._refinements:
+                if job.future is future:
+                    self._refinements.remove(job)
+                    self._queue.append(job)
+                    self._cond.notify()
+                    return
 
     def _enqueue(self, queue: deque[_Job], utterance: ClosedUtterance) -> Future:
         future: Future = Future()

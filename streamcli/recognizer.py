@@ -448,6 +448,16 @@ class Stream:
         self._reported = []
         return segment, utterance
 
+    @property
+    def speech_end_s(self) -> float:
+        """Stream time where the open utterance's speech ends, as far as is known: the later of the first
+        pass's last token and the energy detector's last speech (with its hangover)."""
+        _, frames = self._rec.hypothesis(self._state)
+        ends = [self._utterance_start_s, self._endpoint.speech.last_speech_end_s or 0.0]
+        if frames:
+            ends.append(self._rec.frame_time_s(frames[-1]))
+        return max(ends)
+
     def snapshot_utterance(self) -> ClosedUtterance | None:
         """The open utterance's record so far, for a refinement (None: no second pass or no text yet)."""
         if self._utterance is None:
@@ -502,6 +512,8 @@ class StreamLike(Protocol):
     def is_endpoint(self) -> bool: ...
     def reset(self) -> Segment | None: ...
     def close_utterance(self) -> tuple[Segment | None, ClosedUtterance | None]: ...
+    @property
+    def speech_end_s(self) -> float: ...
 
 
 class RecognizerLike(Protocol):
@@ -566,6 +578,8 @@ class StreamDriver:
         self.max_pending = max_pending
         self.segments = 0  # finals with text delivered so far
         self.finished = False
+        # Per second-pass final: ms from the endpoint decision to its text being ready (the newest).
+        self.final_latency_ms = Recent()
         self.refiner = Refiner(finals, refine) if finals is not None and refine is not None else None
         # Finals in closing order, done or not, each with the view its words had on screen (refining).
         self._pending: deque[tuple[Future, View | None]] = deque()
@@ -611,15 +625,24 @@ class StreamDriver:
         if self.finals is None:
             self._pending.append((completed(self.stream.reset()), None))
             return
+        closed_s = time.perf_counter()
+        speech_end_s = self.stream.speech_end_s
         segment, utterance = self.stream.close_utterance()
         view = None
+        future: Future | None = None
         if self.refiner is not None:
             self.refiner.poll()
             view = self.refiner.view
-            committed = self.refiner.close()
+            if utterance is not None:
+                future = self.refiner.final(speech_end_s)  # a refinement that heard all of it
+            committed, committed_ids = self.refiner.close()
             if utterance is not None and self.refiner.config.bind_finals:
-                utterance = replace(utterance, committed=committed)
-        future = self.finals.submit(utterance) if utterance is not None else completed(segment)
+                utterance = replace(utterance, committed=committed, committed_ids=committed_ids)
+        if future is None:
+            future = self.finals.submit(utterance) if utterance is not None else completed(segment)
+        if utterance is not None:
+            future.add_done_callback(
+                lambda _: self.final_latency_ms.append((time.perf_counter() - closed_s) * 1000.0))
         self._pending.append((future, view))
         while sum(not f.done() for f, _ in self._pending) > self.max_pending:
             next(f for f, _ in self._pending if not f.done()).exception()  # waits; errors surface later

@@ -4,7 +4,10 @@ Every ``every_s`` of new audio the driver hands a snapshot of the open utterance
 second-pass worker as a *refinement* (served only when no final waits; one in flight per stream, so
 under load refinements come less often and finals never wait). Words two consecutive refinements
 agree on (LocalAgreement, as whisper_streaming does) are **committed**: they never change on screen
-and the final keeps them as they are; the rest of the newest refinement is **tentative**. An open
+and the final keeps them as they are; the rest of the newest refinement is **tentative**. Each decode
+(refinement or final) starts from the committed words' tokens as a forced prefix, so it only writes
+what follows them, and at an endpoint a refinement that already heard all of the speech *is* the
+final (no decode of its own). An open
 utterance longer than ``max_open_s`` is cut after its last committed word: those words become a
 segment of their own and the record starts there, so a refinement costs the same however long the
 speaker goes on without a pause.
@@ -18,7 +21,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Protocol
 
 from streamcli.metrics import normalize_transcript
-from streamcli.results import Segment, Word
+from streamcli.results import Segment, Token, Word
 
 if TYPE_CHECKING:
     from streamcli.finals import ClosedUtterance, FinalsWorker
@@ -60,6 +63,9 @@ class RefineConfig:
     # View.agreed also takes the newest refinement's leading words that end at least this long before
     # its audio ends (the speaker has moved on), without waiting for a second refinement (None: off).
     settled_after_s: float | None = None
+    # At an endpoint, a refinement whose audio reaches this far past the end of the speech (done or in
+    # flight) is the final: it heard every word, so the final needs no decode of its own (None: off).
+    reuse_after_speech_s: float | None = 0.3
 
     def validate(self) -> RefineConfig:
         if not 0.1 <= self.every_s <= 30:
@@ -70,6 +76,8 @@ class RefineConfig:
             raise ValueError(f"refine commit_after_s must be 0..10 s, got {self.commit_after_s}")
         if not 0 <= self.hold_back_s <= 5:
             raise ValueError(f"refine hold_back_s must be 0..5 s, got {self.hold_back_s}")
+        if self.reuse_after_speech_s is not None and not 0 <= self.reuse_after_speech_s <= 5:
+            raise ValueError(f"refine reuse_after_speech_s must be 0..5 s, got {self.reuse_after_speech_s}")
         if not 2 <= self.max_open_s <= 28:
             raise ValueError(f"refine max_open_s must be 2..28 s, got {self.max_open_s}")
         return self
@@ -100,6 +108,20 @@ def agreed_prefix(a: Sequence[Word], b: Sequence[Word]) -> int:
     return n
 
 
+def word_token_ids(tokens: Sequence[Token], words: int) -> list[int]:
+    """Ids of the leading tokens that spell the first ``words`` words (a piece that starts with a space
+    starts a word, as the decoded text is split)."""
+    ids: list[int] = []
+    started = 0
+    for token in tokens:
+        if token.text[:1].isspace() or not ids:
+            started += 1
+            if started > words:
+                break
+        ids.append(token.id)
+    return ids
+
+
 class Refiner:
     """Refinement state of one stream's open utterance (owned by its StreamDriver)."""
 
@@ -112,6 +134,7 @@ class Refiner:
     def reset(self) -> None:
         """A new utterance: nothing committed or tentative; a refinement in flight is dropped."""
         self.committed: list[Word] = []
+        self.committed_ids: list[int] = []  # the second pass's tokens spelling them (its decode prefix)
         self.hypothesis: list[Word] = []  # the newest refinement after the committed words
         self.tentative: list[Word] = []  # what of it is shown (the words held back left out)
         self.agreed: list[Word] = []  # its leading words the last two refinements agreed on (View.agreed)
@@ -119,6 +142,8 @@ class Refiner:
         self._submitted_s = 0.0  # open audio (s) at the last submission
         self._audio_end_s = 0.0  # stream time where the audio of the refinement in flight ends
         self._audio_s = 0.0  # and how much audio it holds
+        self._latest: Segment | None = None  # the newest refinement applied (committed words first)
+        self._latest_end_s = 0.0  # stream time where its audio ends
 
     @property
     def view(self) -> View:
@@ -139,7 +164,8 @@ class Refiner:
         self._submitted_s = open_s
         self._audio_end_s = utterance.start_s + utterance.audio_s
         self._audio_s = utterance.audio_s
-        self._in_flight = self.worker.submit_refinement(replace(utterance, committed=tuple(self.committed)))
+        self._in_flight = self.worker.submit_refinement(
+            replace(utterance, committed=tuple(self.committed), committed_ids=tuple(self.committed_ids)))
 
     def poll(self) -> bool:
         """Applies a finished refinement; True when the view changed."""
@@ -150,6 +176,7 @@ class Refiner:
         if future.cancelled():  # the worker was closed before it started
             return False
         segment: Segment | None = future.result()
+        self._latest, self._latest_end_s = segment, self._audio_end_s
         words = list(segment.words) if segment is not None else []
         if words[: len(self.committed)] != self.committed:  # the decode came back without them
             words = self.committed + words
@@ -160,6 +187,8 @@ class Refiner:
         if self._audio_s < self.config.commit_from_s:
             agreed = 0
         before = self.view
+        if agreed:
+            self.committed_ids += word_token_ids(segment.tokens if segment is not None else [], agreed)
         self.committed += new[:agreed]
         self.hypothesis = new[agreed:]
         limit = self._audio_end_s - self.config.hold_back_s
@@ -173,6 +202,23 @@ class Refiner:
         self.refinements += 1
         return self.view != before
 
+    def final(self, speech_end_s: float) -> Future | None:
+        """The closing utterance's final from a refinement, when one heard all of its speech (audio to
+        ``reuse_after_speech_s`` past ``speech_end_s``): the newest applied one at once, else the one in
+        flight when it is done. None: the final needs a decode of its own. Call before :meth:`close`."""
+        margin_s = self.config.reuse_after_speech_s
+        if margin_s is None or not self.config.bind_finals:
+            return None
+        if self._latest is not None and self._latest_end_s >= speech_end_s + margin_s:
+            future: Future = Future()
+            future.set_result(self._latest)
+            return future
+        in_flight = self._in_flight
+        if in_flight is not None and self._audio_end_s >= speech_end_s + margin_s:
+            self.worker.promote(in_flight)  # a final now: served before refinements, never dropped
+            return in_flight  # its result starts with the committed words, as a final does
+        return None
+
     def cut(self, stream: Stream) -> Segment | None:
         """Past ``max_open_s``: the committed words become a segment and the record starts after them."""
         if not self.committed or stream.open_utterance_s < self.config.max_open_s:
@@ -180,13 +226,16 @@ class Refiner:
         words = self.committed
         stream.cut_utterance(words[-1].end)
         self.committed = []
+        self.committed_ids = []
         self._submitted_s = 0.0
         self._in_flight = None  # it decoded the audio before the cut: its words are in the segment
+        self._latest = None
         return Segment(start=words[0].start, end=words[-1].end, text=" ".join(w.word for w in words),
                        words=list(words))
 
-    def close(self) -> tuple[Word, ...]:
-        """The utterance closed: its committed words (the final keeps them), then a fresh start."""
-        committed = tuple(self.committed)
+    def close(self) -> tuple[tuple[Word, ...], tuple[int, ...]]:
+        """The utterance closed: its committed words (the final keeps them) and their token ids, then a
+        fresh start."""
+        committed = tuple(self.committed), tuple(self.committed_ids)
         self.reset()
         return committed

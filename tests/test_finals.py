@@ -84,6 +84,24 @@ def test_guards_hold_inside_a_batch(whisper, mels):
     assert whisper.decode_batch(frames, seconds, guards=False)[2].token_ids[:10] == results[2].token_ids
 
 
+def test_a_prefix_is_continued_as_the_free_decode_goes_on(whisper, mels):
+    """Committed words as a prefix: a decode forced through the first tokens of the free decode goes on
+    exactly as the free decode did; rows with prefixes of different lengths (one without) in one batch
+    give what each gives alone; and a prefix the audio does not say is kept, the decode goes on after it."""
+    frames = [whisper.encode(m)[0] for m in mels]
+    seconds = [m.shape[0] / 100 for m in mels]
+    free = whisper.decode_batch(frames, seconds)
+    cuts = [0, 3, len(free[2].token_ids) // 2, len(free[3].token_ids) - 2]
+    prefixes = [r.token_ids[:k] for r, k in zip(free, cuts, strict=True)]
+    together = whisper.decode_batch(frames, seconds, prefixes=prefixes)
+    assert [r.token_ids for r in together] == [r.token_ids for r in free]
+    for f, s, p, r in zip(frames, seconds, prefixes, together, strict=True):
+        assert whisper.decode_batch([f], [s], prefixes=[p])[0].token_ids == r.token_ids
+    foreign = free[0].token_ids[:4]  # the JFK clip's first words, forced onto another utterance
+    other = whisper.decode_batch([frames[2]], [seconds[2]], prefixes=[foreign])[0]
+    assert other.token_ids[:4] == foreign and len(other.token_ids) > 8
+
+
 class _RecordingPass:
     """A second pass that records its batches and upper-cases the first pass (slowly)."""
 

@@ -199,3 +199,73 @@ def test_unbound_finals_equal_a_files_and_settled_words_come_before_commits(rec)
     first_stable = next(i for i, (_, v) in enumerate(views) if v.stable)
     first_committed = next((i for i, (_, v) in enumerate(views) if v.committed), len(views))
     assert first_stable < first_committed
+
+
+class _Open:
+    """A stream whose open utterance is ``open_utterance_s`` long (what a Refiner reads of a stream)."""
+
+    def __init__(self) -> None:
+        self.open_utterance_s = 0.0
+
+    def snapshot_utterance(self) -> ClosedUtterance:
+        frames = int(self.open_utterance_s * 100)
+        return ClosedUtterance(np.zeros((frames, 80), np.float32), np.zeros((frames // 4, 4), np.float32),
+                               None, 0, Segment(0, self.open_utterance_s, f"heard {self.open_utterance_s:g}"))
+
+    def cut_utterance(self, at_s: float) -> None:
+        pass
+
+
+def test_a_refinement_that_heard_all_the_speech_is_the_final():
+    from streamcli.refine import Refiner
+
+    second = _Pass()
+    worker = FinalsWorker(second, max_batch=8)
+    refiner = Refiner(worker, RefineConfig(reuse_after_speech_s=0.3))
+    stream = _Open()
+    stream.open_utterance_s = 2.0
+    refiner.maybe_submit(stream)  # in flight (the worker waits at its gate), audio to 2.0 s
+    assert refiner.final(speech_end_s=1.8) is None  # it ends 0.2 s after the speech: too close
+    reused = refiner.final(speech_end_s=1.6)
+    assert reused is refiner._in_flight
+    other = worker.submit_refinement(utt("other stream"))
+    refiner.close()
+    worker.close(timeout_s=0.1)  # the worker still waits: whatever is queued as a refinement is dropped
+    second.gate.set()
+    assert reused.result(5).text == "heard 2"  # promoted to a final: decoded, not dropped
+    assert other.cancelled()
+
+    worker = FinalsWorker(second, max_batch=8)
+    refiner = Refiner(worker, RefineConfig(reuse_after_speech_s=0.3))
+    refiner.maybe_submit(stream)
+    refiner._in_flight.result(5)
+    refiner.poll()
+    assert refiner.refinements == 1  # applied: the newest refinement, audio to 2.0 s
+    done = refiner.final(speech_end_s=1.7)
+    assert done is not None and done.done() and done.result().text == "heard 2"
+    assert refiner.final(speech_end_s=1.71) is None
+    assert Refiner(worker, RefineConfig(reuse_after_speech_s=None)).final(0.0) is None
+    assert Refiner(worker, RefineConfig(bind_finals=False)).final(0.0) is None
+    with pytest.raises(ValueError, match="reuse_after_speech_s"):
+        RefineConfig(reuse_after_speech_s=-1).validate()
+
+
+def test_finals_after_a_pause_come_from_the_refinements(rec, monkeypatch):
+    """Two utterances with a pause between them: the first one's final is the refinement that heard
+    all of its speech (no decode of its own), and it is as good as a fresh decode."""
+    audio = np.concatenate([_audio(FILES[0]), np.zeros(32000, np.float32), _audio(FILES[2])])
+    worker = rec.finals_worker()
+    submitted: list[float] = []
+    submit = worker.submit
+    monkeypatch.setattr(worker, "submit", lambda u: submitted.append(u.audio_s) or submit(u))
+    driver, _, finals, _ = _drive(rec, audio, RefineConfig())
+    assert len(finals) == 2 and len(driver.final_latency_ms) == 2
+    assert len(submitted) <= 1  # the first final was a refinement (the last may need the file's tail)
+    reference = ("margaret said mister hale as he returned from showing his guest downstairs i could not "
+                 "help watching your face with some anxiety when mister thornton made his confession of "
+                 "having been a shop boy")
+    from streamcli.transcription import transcribe
+
+    fresh = " ".join(seg.text for seg in transcribe(_audio(FILES[0]), rec)[0])
+    reused = corpus_error_rates([(reference, normalize_transcript(finals[0].text))]).wer
+    assert reused <= corpus_error_rates([(reference, normalize_transcript(fresh))]).wer + 0.03

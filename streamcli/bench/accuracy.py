@@ -105,19 +105,23 @@ def measure_accuracy(
 
 
 def measure_second_pass(recognizer: Recognizer, audio: LoopedAudio, seconds: float, streams: int = 1,
-                        progress: ProgressFn = no_progress) -> SecondPass | None:
+                        progress: ProgressFn = no_progress, refine: bool = True) -> SecondPass | None:
     """``streams`` streams of ``seconds`` of the bench audio each, paced at 1x and batched into one
     encoder call per hop (as serve runs them), their closed utterances finalized by the recognizer's
-    batched second-pass worker: endpoint decision -> final text per segment, and the worker's
-    throughput (segments per second of its own busy time)."""
+    batched second-pass worker, with refinements of the open utterances as live and serve run them
+    (``refine``): endpoint decision -> final text per segment, and the worker's cost."""
     from streamcli.recognizer import StreamDriver, decode_batch
+    from streamcli.refine import RefineConfig
 
     worker = recognizer.finals_worker()
     if worker is None:
         return None
-    stats = worker.stats
-    first_latency, first_batch, busy_before = stats.latency_ms.total, stats.batches.total, stats.busy_s
-    drivers = [StreamDriver(recognizer.create_stream(), finals=worker) for _ in range(streams)]
+    stats, refine_stats = worker.stats, worker.refine_stats
+    first_batch = stats.batches.total
+    busy_before = stats.busy_s + refine_stats.busy_s
+    refine_before = refine_stats.busy_s
+    drivers = [StreamDriver(recognizer.create_stream(), finals=worker,
+                            refine=RefineConfig() if refine else None) for _ in range(streams)]
     readers = [audio.reader(k * 104729) for k in range(streams)]
     hop = int(recognizer.info.shift_frames * SAMPLE_RATE * FRAME_MS) // 1000
     steps = max(1, int(seconds * SAMPLE_RATE) // hop)
@@ -136,11 +140,12 @@ def measure_second_pass(recognizer: Recognizer, audio: LoopedAudio, seconds: flo
     for d in drivers:
         d.finish()
     progress(label, steps, steps)
-    finals = np.asarray(stats.latency_ms.since(first_latency), dtype=float)
+    finals = np.asarray([ms for d in drivers for ms in d.final_latency_ms], dtype=float)
     if finals.size == 0:
         return None
     audio_s = streams * steps * hop / SAMPLE_RATE
-    busy_s = stats.busy_s - busy_before
+    busy_s = stats.busy_s + refine_stats.busy_s - busy_before
+    batches = stats.batches.since(first_batch)
     return SecondPass(
         audio_seconds=audio_s,
         segments=int(finals.size),
@@ -151,7 +156,9 @@ def measure_second_pass(recognizer: Recognizer, audio: LoopedAudio, seconds: flo
         ms_per_audio_s=busy_s * 1000.0 / audio_s,
         streams=streams,
         segments_per_s=finals.size / busy_s if busy_s > 0 else 0.0,
-        batch_mean=float(np.mean(stats.batches.since(first_batch))),
+        batch_mean=float(np.mean(batches)) if batches else 0.0,
+        refine=refine,
+        refine_ms_per_audio_s=(refine_stats.busy_s - refine_before) * 1000.0 / audio_s,
     )
 
 

@@ -40,6 +40,7 @@ class BenchConfig:
     realtime_s: float = 10.0
     realtime_block_ms: float = 20.0
     second_pass_s: float = 30.0  # audio per stream, paced at 1x, through both passes for final latency
+    refine: bool = True  # ... with refinements of the open utterances, as live and serve run by default
     audio: str | None = None
     data: str | None = None
     data_limit: int | None = None

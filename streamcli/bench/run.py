@@ -289,7 +289,7 @@ def measure_config(
                              int(info.overlap_frames))
     if two_pass is not None and config.second_pass_s > 0:
         result.second_pass = measure_second_pass(two_pass, audio, config.second_pass_s, config.streams,
-                                                 progress)
+                                                 progress, refine=config.refine)
     if config.data is not None:
         if two_pass is not None:
             result.accuracy = measure_accuracy(two_pass, config.data, hop, config.data_limit, progress,

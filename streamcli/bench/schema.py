@@ -90,18 +90,21 @@ class Accuracy:
 @dataclass
 class SecondPass:
     """Cost of the finals: time from the endpoint decision to the final text, per segment, with
-    ``streams`` real-time streams sharing the batched second-pass worker."""
+    ``streams`` real-time streams sharing the batched second-pass worker (and its refinements of the
+    open utterances, when ``refine``: a final a refinement already holds needs no decode of its own)."""
 
     audio_seconds: float
     segments: int
     final_ms_p50: float
     final_ms_p95: float
     final_ms_max: float
-    ms_per_segment_mean: float  # worker busy time per segment (batched: shared by a batch's rows)
-    ms_per_audio_s: float  # second-pass milliseconds per second of audio
+    ms_per_segment_mean: float  # worker busy time (finals + refinements) per final segment
+    ms_per_audio_s: float  # second-pass milliseconds (finals + refinements) per second of audio
     streams: int = 1  # real-time streams whose finals shared the worker
-    segments_per_s: float = 0.0  # the worker's throughput: segments per second of its busy time
-    batch_mean: float = 1.0  # mean rows per batched second-pass call
+    segments_per_s: float = 0.0  # final segments per second of the worker's busy time
+    batch_mean: float = 1.0  # mean rows per batched call for finals (0: every final came from a refinement)
+    refine: bool = False  # refinements of the open utterances ran (live's and serve's default)
+    refine_ms_per_audio_s: float = 0.0  # the refinements' share of ms_per_audio_s
 
 
 @dataclass

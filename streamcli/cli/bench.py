@@ -72,7 +72,8 @@ def _config_table(r: bench.ConfigResult) -> Table:
                 f"{sp.audio_seconds:g} s)",
                 f"p50 {sp.final_ms_p50:.0f} / p95 {sp.final_ms_p95:.0f} / max {sp.final_ms_max:.0f} ms; "
                 f"second pass {sp.segments_per_s:.1f} segments/s (batch {sp.batch_mean:.1f}), "
-                f"{sp.ms_per_audio_s:.0f} ms per audio second",
+                f"{sp.ms_per_audio_s:.0f} ms per audio second"
+                + (f" ({sp.refine_ms_per_audio_s:.0f} of them refinements)" if sp.refine else ""),
             )
         )
     if r.accuracy is not None:
@@ -301,6 +302,11 @@ def bench_command(
         help="Two-pass models: audio per stream (--streams of them, 1x) through both passes to time the "
         "finals (0 = skip).",
     ),
+    refine: bool = typer.Option(
+        True, "--refine/--no-refine",
+        help="Two-pass models: time the finals with refinements of the open utterance running (as live "
+        "and serve do by default).",
+    ),
     audio: Path | None = typer.Option(
         None, "--audio", help="Audio to time with (looped; default: test wavs)."
     ),
@@ -343,6 +349,7 @@ def bench_command(
             streams=streams,
             realtime_s=realtime_seconds,
             second_pass_s=second_pass_seconds,
+            refine=refine,
             audio=str(audio) if audio else None,
             data=str(data) if data else None,
             data_limit=data_limit,

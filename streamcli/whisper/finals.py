@@ -60,10 +60,20 @@ class WhisperFinals:
                 frames[i] = teacher
         else:
             frames = self.whisper.encode_batch([u.features for u in utterances])
-        results = self.whisper.decode_batch(frames, [u.audio_s for u in utterances])
+        results = self.whisper.decode_batch(frames, [u.audio_s for u in utterances],
+                                            prefixes=[self._prefix(u) for u in utterances])
         elapsed_ms = (time.perf_counter() - t0) * 1000.0
         self.final_times_ms.extend([elapsed_ms] * len(utterances))
         return [self._segment(u, r.text, r.token_ids) for u, r in zip(utterances, results, strict=True)]
+
+    def _prefix(self, utterance: ClosedUtterance) -> tuple[int, ...]:
+        """The committed words' token ids, when they spell exactly those words (else no prefix: the
+        decode starts afresh and the committed words are spliced in front of what follows them)."""
+        ids = utterance.committed_ids
+        if not ids or not utterance.committed:
+            return ()
+        spelled = [normalize_transcript(w) for w in self.whisper.tokenizer.decode(list(ids)).split()]
+        return ids if spelled == [normalize_transcript(w.word) for w in utterance.committed] else ()
 
     def _segment(self, utterance: ClosedUtterance, text: str, token_ids: list[int]) -> Segment | None:
         committed = list(utterance.committed)

@@ -16,9 +16,11 @@ keys/values of those frames, computed once per segment and already split into he
 ``whisper-decoder.onnx``: ``tokens`` (N, n) int64, the self-attention cache ``self_key`` /
 ``self_value`` (L, N, P, 384) of the P tokens so far (P = 0 at the start), the ``cross_key_i`` /
 ``cross_value_i``, ``cross_frames`` (N,) int64 (each row's valid encoder frames; cross-attention
-ignores the rest) -> ``logits`` (N, vocab) of the last new token and the grown caches ``new_self_key``
-/ ``new_self_value`` (L, N, P + n, 384). New token j sits at position P + j and sees positions <= P + j.
-All rows advance together (one token each per call); a row that ended is dropped by the caller.
+ignores the rest), ``self_pad`` (N,) int64 (each row's leading padding slots) -> ``logits`` (N, vocab)
+of the last new token and the grown caches ``new_self_key`` / ``new_self_value`` (L, N, P + n, 384).
+New token j sits in slot P + j, at position P + j - self_pad, and sees the slots <= P + j that are not
+padding: rows whose prompts differ in length go in together, left-padded to the same end. All rows
+advance together (one token each per call); a row that ended is dropped by the caller.
 """
 
 from __future__ import annotations
@@ -279,13 +281,21 @@ def build_decoder(w: dict[str, np.ndarray], untied_projection: bool = False):  #
     total = g.op("Add", past, new)
     emb = _f(w, "decoder/embeddings/weight")
     x = g.op("Gather", g.const(emb, "embedding"), "tokens", axis=0)
-    pe = g.op("Slice", g.const(_f(w, "decoder/position_encodings/encodings")), past, total, i64([0]))
-    x = g.op("Add", x, pe)
-    # Causal mask of the new queries over all keys: key position > query position -> -inf.
+    # Row r's first self_pad[r] slots are padding (prompts of different lengths, left-aligned to the
+    # same end): its token in slot j sits at position j - self_pad[r]; its padding slots are masked.
     kpos = g.op("Range", i64(0), g.op("Squeeze", total, i64([0])), i64(1))
     qpos = g.op("Range", g.op("Squeeze", past, i64([0])), g.op("Squeeze", total, i64([0])), i64(1))
+    pad = g.op("Unsqueeze", "self_pad", i64([1]))  # (N, 1)
+    positions = g.op("Max", g.op("Sub", g.op("Unsqueeze", qpos, i64([0])), pad), i64(0))  # (N, n)
+    pe = g.op("Gather", g.const(_f(w, "decoder/position_encodings/encodings")), positions, axis=0)
+    x = g.op("Add", x, pe)
+    # Causal mask of the new queries over all keys (key slot > query slot -> -inf) and each row's
+    # padding slots: (N, 1, n, P + n), added to every head's scores.
     future = g.op("Greater", g.op("Unsqueeze", kpos, i64([0])), g.op("Unsqueeze", qpos, i64([1])))
-    mask = g.op("Where", future, g.const(np.float32(-1e9)), g.const(np.float32(0.0)))
+    padding = g.op("Less", g.op("Unsqueeze", kpos, i64([0])), pad)  # (N, P + n)
+    blocked = g.op("Or", g.op("Unsqueeze", future, i64([0])), g.op("Unsqueeze", padding, i64([1])))
+    mask = g.op("Unsqueeze", g.op("Where", blocked, g.const(np.float32(-1e9)), g.const(np.float32(0.0))),
+                i64([1]))
     cross_mask = g.key_padding_mask("cross_value_0", "cross_frames", axis=2)
     new_keys, new_values = [], []
     for i in range(layers):
@@ -352,6 +362,7 @@ def build_decoder(w: dict[str, np.ndarray], untied_projection: bool = False):  #
                 )
             ),
             h.make_tensor_value_info("cross_frames", TensorProto.INT64, ["N"]),
+            h.make_tensor_value_info("self_pad", TensorProto.INT64, ["N"]),
         ],
         [
             h.make_tensor_value_info("logits", f, ["N", dims.vocab_size]),

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,7 +34,7 @@ from streamcli.features import FRAMES_30_S
 from streamcli.providers import create_session
 from streamcli.registry import cache_dir
 
-CONVERSION_VERSION = 5  # 2: per-row batches; 4: cross K/V per layer and head; 5: int8 files
+CONVERSION_VERSION = 6  # 2: per-row batches; 4: cross K/V per layer and head; 5: int8 files; 6: self_pad
 ONNX_FOLDER = "whisper-tiny.en-onnx"
 FILES = ("whisper-encoder.onnx", "whisper-cross-kv.onnx", "whisper-decoder.onnx")
 # int8 weights of the encoder and decoder (graph.quantize_int8); the cross-K/V graph stays float.
@@ -284,7 +285,8 @@ class WhisperSecondPass:
         return self.decode_batch([encoder_frames[0]], [audio_s], guards)[0]
 
     def decode_batch(
-        self, encoder_frames: list[np.ndarray], audio_s: list[float], guards: bool = True
+        self, encoder_frames: list[np.ndarray], audio_s: list[float], guards: bool = True,
+        prefixes: Sequence[Sequence[int]] | None = None,
     ) -> list[SecondPassResult]:
         """Greedy decoding of several segments at once: (S_i, d) encoder frames and seconds of audio each.
 
@@ -292,7 +294,12 @@ class WhisperSecondPass:
         for all of them); each row has its own cross-attention length (masked), its own cache and its
         own stopping point, and leaves the batch when it ends. ``guards=False`` turns off the length,
         repetition and no-speech guards (up to Whisper's 224 tokens): plain greedy search, what the
-        parity test compares with ctranslate2."""
+        parity test compares with ctranslate2.
+
+        ``prefixes``: per row, tokens the text must start with (words already committed on screen); the
+        decode continues after them (Whisper's ``prefix``). Every row's prefix goes through the decoder
+        in its first call (left-padded to the longest), so a prefix costs one call, not a step per
+        token. A row with a prefix has speech: the no-speech guard is not applied to it."""
         cfg = self.config
         n = len(encoder_frames)
         if n == 0:
@@ -305,12 +312,21 @@ class WhisperSecondPass:
                          strict=True))
         cross_frames = np.array([f.shape[0] for f in encoder_frames], np.int64)
         empty = np.zeros((self.layers, n, 0, self.d_model), np.float32)
-        inputs = {"self_key": empty, "self_value": empty, **cross, "cross_frames": cross_frames}
-        feed = np.tile(np.array([[SOT, NO_TIMESTAMPS]], np.int64), (n, 1))
-        max_tokens = [int(s * cfg.max_tokens_per_s) + 8 if guards else MAX_NEW_TOKENS for s in audio_s]
-        ids: list[list[int]] = [[] for _ in range(n)]
+        forced = [list(p) for p in prefixes] if prefixes is not None else [[] for _ in range(n)]
+        longest = max(len(p) for p in forced)
+        # Every row's prompt (and prefix) goes in with the first call, left-padded to the same end.
+        pads = np.array([longest - len(p) for p in forced], np.int64)
+        inputs = {"self_key": empty, "self_value": empty, **cross, "cross_frames": cross_frames,
+                  "self_pad": pads}
+        feed = np.array([[EOT] * (longest - len(p)) + [SOT, NO_TIMESTAMPS, *p] for p in forced], np.int64)
+        max_tokens = [
+            max(int(s * cfg.max_tokens_per_s) + 8, len(p) + 8) if guards else MAX_NEW_TOKENS + len(p)
+            for s, p in zip(audio_s, forced, strict=True)
+        ]
+        ids: list[list[int]] = [list(p) for p in forced]
         logprob_sum = np.zeros(n)
         no_speech_prob = np.zeros(n)
+        fresh = np.array([not p for p in forced])  # rows whose first token begins the text
         active = list(range(n))  # row r of the decoder's batch is segment active[r]
         step = 0
         while active:
@@ -321,7 +337,10 @@ class WhisperSecondPass:
             if step == 0:
                 probs = np.exp(rows - rows.max(axis=1, keepdims=True))
                 no_speech_prob[active] = probs[:, NO_SPEECH] / probs.sum(axis=1)
-            rows[:, self._suppress_begin if step == 0 else self._suppress] = -np.inf
+                rows[np.ix_(fresh, self._suppress_begin)] = -np.inf
+                rows[np.ix_(~fresh, self._suppress)] = -np.inf
+            else:
+                rows[:, self._suppress] = -np.inf
             tokens = rows.argmax(axis=1)
             top = rows.max(axis=1)
             log_norm = top + np.log(np.exp(rows - top[:, None]).sum(axis=1))
@@ -334,23 +353,24 @@ class WhisperSecondPass:
                 ids[seg].append(token)
                 cut = repeated_tail(ids[seg], cfg.max_repeats) if guards else None
                 if cut:
-                    del ids[seg][len(ids[seg]) - cut :]
+                    del ids[seg][max(len(forced[seg]), len(ids[seg]) - cut) :]
                     continue
-                if step + 1 < max_tokens[seg]:
+                if len(ids[seg]) < max_tokens[seg]:
                     keep.append(r)
             step += 1
             if len(keep) < len(active):
                 index = np.array(keep, np.int64)
                 for name in ("self_key", "self_value"):
                     inputs[name] = inputs[name][:, index]
-                for name in (*self._cross_names, "cross_frames"):
+                for name in (*self._cross_names, "cross_frames", "self_pad"):
                     inputs[name] = inputs[name][index]
             feed = tokens[keep].astype(np.int64)[:, None]
             active = [active[r] for r in keep]
         results = []
         for seg in range(n):
-            avg_logprob = float(logprob_sum[seg]) / max(1, len(ids[seg]) + 1)
+            avg_logprob = float(logprob_sum[seg]) / max(1, len(ids[seg]) - len(forced[seg]) + 1)
             silent = no_speech_prob[seg] > cfg.no_speech_threshold and avg_logprob < cfg.logprob_threshold
+            silent = silent and not forced[seg]
             if guards and silent:
                 results.append(SecondPassResult("", [], float(no_speech_prob[seg]), avg_logprob))
                 continue
