@@ -108,17 +108,16 @@ def agreed_prefix(a: Sequence[Word], b: Sequence[Word]) -> int:
     return n
 
 
-def word_token_ids(tokens: Sequence[Token], words: int) -> list[int]:
-    """Ids of the leading tokens that spell the first ``words`` words (a piece that starts with a space
-    starts a word, as the decoded text is split)."""
-    ids: list[int] = []
-    started = 0
+def word_token_ids(tokens: Sequence[Token], words: int) -> list[list[int]]:
+    """Ids of the leading tokens that spell each of the first ``words`` words (a piece that starts with
+    a space starts a word, as the decoded text is split)."""
+    ids: list[list[int]] = []
     for token in tokens:
         if token.text[:1].isspace() or not ids:
-            started += 1
-            if started > words:
+            if len(ids) == words:
                 break
-        ids.append(token.id)
+            ids.append([])
+        ids[-1].append(token.id)
     return ids
 
 
@@ -134,7 +133,7 @@ class Refiner:
     def reset(self) -> None:
         """A new utterance: nothing committed or tentative; a refinement in flight is dropped."""
         self.committed: list[Word] = []
-        self.committed_ids: list[int] = []  # the second pass's tokens spelling them (its decode prefix)
+        self._word_ids: list[list[int]] = []  # per committed word, the second pass's tokens spelling it
         self.hypothesis: list[Word] = []  # the newest refinement after the committed words
         self.tentative: list[Word] = []  # what of it is shown (the words held back left out)
         self.agreed: list[Word] = []  # its leading words the last two refinements agreed on (View.agreed)
@@ -144,6 +143,11 @@ class Refiner:
         self._audio_s = 0.0  # and how much audio it holds
         self._latest: Segment | None = None  # the newest refinement applied (committed words first)
         self._latest_end_s = 0.0  # stream time where its audio ends
+
+    @property
+    def committed_ids(self) -> tuple[int, ...]:
+        """The second pass's tokens that spell the committed words (its decode prefix)."""
+        return tuple(i for ids in self._word_ids for i in ids)
 
     @property
     def view(self) -> View:
@@ -165,7 +169,7 @@ class Refiner:
         self._audio_end_s = utterance.start_s + utterance.audio_s
         self._audio_s = utterance.audio_s
         self._in_flight = self.worker.submit_refinement(
-            replace(utterance, committed=tuple(self.committed), committed_ids=tuple(self.committed_ids)))
+            replace(utterance, committed=tuple(self.committed), committed_ids=self.committed_ids))
 
     def poll(self) -> bool:
         """Applies a finished refinement; True when the view changed."""
@@ -188,7 +192,7 @@ class Refiner:
             agreed = 0
         before = self.view
         if agreed:
-            self.committed_ids += word_token_ids(segment.tokens if segment is not None else [], agreed)
+            self._word_ids += word_token_ids(segment.tokens if segment is not None else [], agreed)
         self.committed += new[:agreed]
         self.hypothesis = new[agreed:]
         limit = self._audio_end_s - self.config.hold_back_s
@@ -220,13 +224,27 @@ class Refiner:
         return None
 
     def cut(self, stream: Stream) -> Segment | None:
-        """Past ``max_open_s``: the committed words become a segment and the record starts after them."""
+        """Past ``max_open_s``: committed words become a segment and the record starts after them.
+
+        The cut goes into the widest pause between two words of the record's second half (the last
+        committed word and the next one heard included), in the middle of it: word times are estimates,
+        and a cut inside a word makes the next decode repeat or drop it."""
         if not self.committed or stream.open_utterance_s < self.config.max_open_s:
             return None
-        words = self.committed
-        stream.cut_utterance(words[-1].end)
-        self.committed = []
-        self.committed_ids = []
+        record_start_s = self._audio_end_s - self._audio_s
+        following = [*self.committed[1:], *self.hypothesis[:1]]
+        best, best_gap = len(self.committed) - 1, -1.0
+        for i, (word, after) in enumerate(zip(self.committed, following, strict=False)):
+            gap = after.start - word.end
+            if word.end >= record_start_s + self.config.max_open_s / 2 and gap >= best_gap:
+                best, best_gap = i, gap
+        words = self.committed[: best + 1]
+        cut_s = words[-1].end + max(0.0, best_gap) / 2
+        stream.cut_utterance(cut_s)
+        self.committed = self.committed[best + 1 :]
+        self._word_ids = self._word_ids[best + 1 :] if len(self._word_ids) > best + 1 else []
+        if len(self._word_ids) != len(self.committed):  # ids unknown for some: no prefix from here
+            self._word_ids = []
         self._submitted_s = 0.0
         self._in_flight = None  # it decoded the audio before the cut: its words are in the segment
         self._latest = None
@@ -236,6 +254,6 @@ class Refiner:
     def close(self) -> tuple[tuple[Word, ...], tuple[int, ...]]:
         """The utterance closed: its committed words (the final keeps them) and their token ids, then a
         fresh start."""
-        committed = tuple(self.committed), tuple(self.committed_ids)
+        committed = tuple(self.committed), self.committed_ids
         self.reset()
         return committed

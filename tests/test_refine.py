@@ -269,3 +269,31 @@ def test_finals_after_a_pause_come_from_the_refinements(rec, monkeypatch):
     fresh = " ".join(seg.text for seg in transcribe(_audio(FILES[0]), rec)[0])
     reused = corpus_error_rates([(reference, normalize_transcript(finals[0].text))]).wer
     assert reused <= corpus_error_rates([(reference, normalize_transcript(fresh))]).wer + 0.03
+
+
+def test_a_long_utterance_is_cut_in_the_widest_pause_of_its_second_half():
+    from streamcli.refine import Refiner
+
+    class _Cuttable(_Open):
+        cuts: list[float] = []
+
+        def cut_utterance(self, at_s: float) -> None:
+            self.cuts.append(at_s)
+
+    refiner = Refiner(FinalsWorker(_Pass()), RefineConfig(max_open_s=15.0))
+    stream = _Cuttable()
+    stream.open_utterance_s = 16.0
+    ends = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0, 9.0, 10.2, 11.0, 12.0]  # pauses: 6.0-7.0 and 9.0-9.6
+    starts = [0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 7.0, 8.0, 9.6, 10.2, 11.0]
+    refiner.committed = [Word(f"w{i}", s, e) for i, (s, e) in enumerate(zip(starts, ends, strict=True))]
+    refiner._word_ids = [[i] for i in range(len(ends))]
+    refiner.hypothesis = [Word("next", 12.1, 12.5)]
+    refiner._audio_end_s = refiner._audio_s = 16.0
+    segment = refiner.cut(stream)
+    # the widest pause at or after 7.5 s (half of max_open_s) is 9.0-9.6: cut in its middle
+    assert stream.cuts == [pytest.approx(9.3)]
+    assert [w.word for w in segment.words] == [f"w{i}" for i in range(8)]
+    assert [w.word for w in refiner.committed] == ["w8", "w9", "w10"]  # stay committed, after the cut
+    assert refiner.committed_ids == (8, 9, 10)
+    stream.open_utterance_s = 10.0
+    assert refiner.cut(stream) is None  # short enough again
