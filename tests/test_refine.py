@@ -15,7 +15,7 @@ from paths import DEV
 from streamcli.audio import read_audio
 from streamcli.endpoint import EndpointConfig
 from streamcli.families import create_recognizer
-from streamcli.finals import ClosedUtterance, FinalsWorker
+from streamcli.finals import MAX_REFINE_BATCH, ClosedUtterance, FinalsWorker
 from streamcli.metrics import corpus_error_rates, normalize_transcript
 from streamcli.recognizer import RecognizerConfig, StreamDriver
 from streamcli.refine import RefineConfig, agreed_prefix
@@ -164,7 +164,9 @@ def test_refinements_are_shed_before_finals():
     for f in [first, *refinements]:
         f.result(5)
     assert second.calls[0] == ["r0"] and second.calls[1] == ["final"]  # the final jumped the queue
-    assert second.calls[2] == ["r1", "r2", "r3", "r4"] and second.calls[3] == ["r5"]  # at most 4 a batch
+    rest = second.calls[2:]  # the refinements, in order, at most MAX_REFINE_BATCH per call
+    assert [r for call in rest for r in call] == ["r1", "r2", "r3", "r4", "r5"]
+    assert max(len(call) for call in rest) == min(MAX_REFINE_BATCH, 5)
     assert len(worker.stats.latency_ms) == 1 and len(worker.refine_stats.latency_ms) == 6
 
 
@@ -297,3 +299,23 @@ def test_a_long_utterance_is_cut_in_the_widest_pause_of_its_second_half():
     assert refiner.committed_ids == (8, 9, 10)
     stream.open_utterance_s = 10.0
     assert refiner.cut(stream) is None  # short enough again
+
+
+def test_a_word_on_screen_is_replaced_only_when_two_refinements_say_so():
+    from streamcli.refine import steady
+
+    def words(text: str, start: float = 0.0) -> list[Word]:
+        return [Word(t, start + i, start + i + 0.8) for i, t in enumerate(text.split())]
+
+    shown = words("supposed or suspected to")
+    flip = words("supposed or spectacle to be")  # the newest refinement alone says "spectacle"
+    kept = steady(shown, [], flip, previous=words("supposed or suspected"))
+    assert [w.word for w in kept] == ["supposed", "or", "suspected", "to", "be"]  # the new word joins
+    confirmed = steady(shown, [], flip, previous=words("supposed or spectacle"))
+    assert [w.word for w in confirmed] == ["supposed", "or", "spectacle", "to", "be"]
+    # committed words are never held back; words beyond what was shown come at once
+    committed = words("supposed or")
+    rest = steady(shown, committed, words("spectacle to be", 2.0), previous=[])
+    assert [w.word for w in rest] == ["suspected", "to", "be"]
+    assert steady(words("a b"), [], words("a b c d"), previous=[]) == words("a b c d")
+    assert steady(words("a b c"), [], words("a x y z"), previous=[]) == words("a x y z")  # not one for one
