@@ -162,7 +162,7 @@ class UtteranceRecorder:
                 chunks[:] = [np.concatenate(chunks)]
 
 
-@dataclass
+@dataclass(eq=False)  # jobs are compared by identity (a queue removes one by it)
 class _Job:
     utterance: ClosedUtterance
     future: Future

@@ -226,7 +226,10 @@ def test_a_refinement_that_heard_all_the_speech_is_the_final():
     refiner = Refiner(worker, RefineConfig(reuse_after_speech_s=0.3))
     stream = _Open()
     stream.open_utterance_s = 2.0
-    refiner.maybe_submit(stream)  # in flight (the worker waits at its gate), audio to 2.0 s
+    blocking = worker.submit_refinement(utt("busy"))  # the worker waits at its gate with this one
+    time.sleep(0.1)
+    ahead = worker.submit_refinement(_Open().snapshot_utterance())  # another stream's, queued first
+    refiner.maybe_submit(stream)  # queued behind it, audio to 2.0 s
     assert refiner.final(speech_end_s=1.8) is None  # it ends 0.2 s after the speech: too close
     reused = refiner.final(speech_end_s=1.6)
     assert reused is refiner._in_flight
@@ -235,7 +238,7 @@ def test_a_refinement_that_heard_all_the_speech_is_the_final():
     worker.close(timeout_s=0.1)  # the worker still waits: whatever is queued as a refinement is dropped
     second.gate.set()
     assert reused.result(5).text == "heard 2"  # promoted to a final: decoded, not dropped
-    assert other.cancelled()
+    assert other.cancelled() and ahead.cancelled() and blocking.result(5).text == "busy"
 
     worker = FinalsWorker(second, max_batch=8)
     refiner = Refiner(worker, RefineConfig(reuse_after_speech_s=0.3))
