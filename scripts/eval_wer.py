@@ -72,40 +72,6 @@ def read_hypotheses(path: Path) -> dict[str, str]:
         return {row["id"]: row[text_column] or "" for row in reader}
 
 
-def load_audio_16k(path: Path):
-    import numpy as np
-    import soundfile as sf
-    import soxr
-
-    samples, rate = sf.read(str(path), dtype="float32", always_2d=True)
-    samples = samples.mean(axis=1)
-    if rate != 16000:
-        samples = soxr.resample(samples, rate, 16000).astype(np.float32)
-    return np.ascontiguousarray(samples, dtype=np.float32)
-
-
-def finals_with_refinements(recognizer, path: Path) -> tuple[str, float]:  # noqa: ANN001
-    """The finals a live or serve user gets with refinements on (streamcli.refine), at the cadence of
-    real time on a machine that keeps up: 0.1 s blocks, each refinement awaited before the next block
-    (fast and repeatable, unlike a 1x wall-clock run). Returns (text, seconds of audio)."""
-    from streamcli.audio import read_audio
-    from streamcli.recognizer import StreamDriver
-    from streamcli.refine import RefineConfig
-
-    audio, rate = read_audio(path, target_rate=16000)
-    finals: list[str] = []
-    driver = StreamDriver(recognizer.create_stream(), finals=recognizer.finals_worker(),
-                          refine=RefineConfig(), on_segment=lambda s: finals.append(s.text))
-    for i in range(0, audio.size, rate // 10):
-        driver.accept_waveform(rate, audio[i : i + rate // 10])
-        in_flight = driver.refiner._in_flight if driver.refiner is not None else None
-        if in_flight is not None:
-            in_flight.result()
-        driver.take_finals()
-    driver.finish()
-    return " ".join(finals), audio.size / rate
-
-
 def decode_with_model(rows: list[ManifestRow], model: str, *, device: str, threads: int,
                       window_frames: int | None, overlap_frames: int | None, rescore: bool | None,
                       second_pass_frames: str = "teacher", second_pass_precision: str = "auto",
@@ -114,6 +80,8 @@ def decode_with_model(rows: list[ManifestRow], model: str, *, device: str, threa
     user's `streamcli transcribe` would), plus facts about the run (provider, RTF, second-pass cost)."""
     import numpy as np
 
+    from streamcli.audio import read_audio
+    from streamcli.bench.accuracy import refined_finals
     from streamcli.families import create_recognizer
     from streamcli.recognizer import RecognizerConfig
     from streamcli.transcription import transcribe
@@ -128,8 +96,9 @@ def decode_with_model(rows: list[ManifestRow], model: str, *, device: str, threa
     start = time.perf_counter()
     for row in rows:
         if refine:
-            hypotheses[row.utt_id], seconds = finals_with_refinements(recognizer, row.audio_path)
-            audio_s += seconds
+            audio, rate = read_audio(row.audio_path, target_rate=16000)
+            hypotheses[row.utt_id] = " ".join(s.text for s in refined_finals(recognizer, audio, rate))
+            audio_s += audio.size / rate
         else:
             flow, stats = transcribe(str(row.audio_path), recognizer)
             hypotheses[row.utt_id] = " ".join(seg.text for seg in flow)

@@ -2,9 +2,10 @@
 """Load test of `streamcli serve`: N concurrent real-time WebSocket clients, and N separate processes.
 
 For each N in --clients, a fresh `streamcli serve` process is started on 127.0.0.1; N clients each
-stream a different dev file (its first --seconds) at 1x real time in 0.2 s messages, as a microphone
-would, then send eof. Finals: the time from eof to the final result (p50/p95, and how many within 1 s),
-and each stream's finals compared with the same audio transcribed alone (word similarity = 1 - WER).
+stream a different stretch of dev speech (--seconds of consecutive utterances) at 1x real time in 0.2 s
+messages, as a microphone would, then send eof. Finals: the time from eof to the final result
+(p50/p95, and how many within 1 s), and each stream's finals compared with the same audio alone through
+the library with the server's options (word similarity = 1 - WER).
 Per message the client records send and answer time; the latency of a message that completes
 a window (the audio sent crosses a multiple of the hop) is its answer time minus its send time, i.e.
 the delay beyond T_wait. A stream keeps up when every answer came and its p95 of those latencies is
@@ -33,21 +34,32 @@ from pathlib import Path
 
 import numpy as np
 import soundfile as sf
-import soxr
+
+from streamcli.audio import read_audio
 
 MESSAGE_S = 0.2
+GAP_S = 0.6  # silence between utterances in a client's clip (no endpoint: rule 2 needs 1.2 s)
 
 
-def dev_files(manifest: Path, seconds: float) -> list[np.ndarray]:
+def dev_files(manifest: Path, seconds: float, count: int) -> list[np.ndarray]:
+    """``count`` clips of ``seconds`` each: client k gets consecutive dev utterances from row k on, 0.6 s
+    of silence between them (real speech throughout; a looped file would repeat itself, and Whisper's
+    repetition guard rightly drops a verbatim repeat, which made "the same audio alone" ill-defined)."""
     with open(manifest, newline="", encoding="utf-8") as f:
-        rows = [r for r in csv.DictReader(f, delimiter="\t") if float(r["duration_seconds"]) >= seconds / 2]
+        paths = [manifest.parent / r["path"] for r in csv.DictReader(f, delimiter="\t")]
+    utterances: dict[int, np.ndarray] = {}
+    gap = np.zeros(int(GAP_S * 16000), np.float32)
+    want = int(seconds * 16000)
     out = []
-    for r in rows:
-        audio, rate = sf.read(str(manifest.parent / r["path"]), dtype="float32", always_2d=True)
-        audio = audio.mean(axis=1)
-        if rate != 16000:
-            audio = soxr.resample(audio, rate, 16000).astype(np.float32)
-        out.append(np.resize(audio, int(seconds * 16000)))  # looped to the same length for every client
+    for k in range(count):
+        parts, total, row = [], 0, k
+        while total < want:
+            if row % len(paths) not in utterances:
+                utterances[row % len(paths)] = read_audio(paths[row % len(paths)], target_rate=16000)[0]
+            parts += [utterances[row % len(paths)], gap]
+            total += utterances[row % len(paths)].size + gap.size
+            row += 1
+        out.append(np.concatenate(parts)[:want])
     return out
 
 
@@ -138,13 +150,18 @@ def word_similarity(a: str, b: str) -> float:
 
 
 def texts_alone(files: list[np.ndarray], serve_args: list[str], threads: int) -> list[str]:
-    """Each file transcribed alone (the library, same model options): what every stream should get."""
+    """Each file alone through the library with the server's options: what every stream should get.
+    With refinements (a two-pass model's default) that is the finals of one stream that keeps up
+    (every refinement in time); without, the file's transcription."""
+    from streamcli.bench.accuracy import refined_finals
     from streamcli.families import create_recognizer
     from streamcli.recognizer import RecognizerConfig
     from streamcli.transcription import transcribe
 
     rescore = False if "--no-rescore" in serve_args else None
     rec = create_recognizer(RecognizerConfig(device="cpu", threads=threads, rescore=rescore))
+    if rec.finals_worker() is not None and "--no-refine" not in serve_args:
+        return [" ".join(seg.text for seg in refined_finals(rec, f, block_s=MESSAGE_S)) for f in files]
     return [" ".join(seg.text for seg in transcribe(f, rec, sample_rate=16000)[0]) for f in files]
 
 
@@ -288,7 +305,8 @@ def main() -> int:
         info = create_recognizer(RecognizerConfig(device="cpu", rescore=False)).info
         args.hop_ms = info.shift_frames * info.frame_shift_ms
     hop_s = args.hop_ms / 1000
-    files = dev_files(args.data, args.seconds)
+    counts = [int(v) for v in f"{args.clients},{args.compare_processes}".split(",") if v]
+    files = dev_files(args.data, args.seconds, max(counts))
     rows = []
     reference = texts_alone(files[: max(int(v) for v in args.clients.split(",") if v)], args.serve_args,
                             args.threads)

@@ -17,6 +17,7 @@ from streamcli.errors import ModelError
 
 if TYPE_CHECKING:
     from streamcli.recognizer import Recognizer
+    from streamcli.results import Segment
 
 
 def read_manifest(path: str | os.PathLike[str]) -> list[tuple[str, Path, str]]:
@@ -102,6 +103,29 @@ def measure_accuracy(
         result.first_pass_wer, result.first_pass_cer = float(rates.wer), float(rates.cer)
         result.first_pass_rtf = busy_s / audio_s if audio_s else None
     return result
+
+
+def refined_finals(recognizer: Recognizer, samples: np.ndarray, sample_rate: int = SAMPLE_RATE,
+                   block_s: float = 0.1) -> list[Segment]:
+    """The finals a live or serve user gets with refinements on (streamcli.refine), at the cadence of
+    real time on a machine that keeps up: ``block_s`` blocks, each refinement in flight awaited before
+    the next block (fast and repeatable, unlike a 1x wall-clock run; a server under load refines less
+    often, so its finals may differ from these)."""
+    from streamcli.recognizer import StreamDriver
+    from streamcli.refine import RefineConfig
+
+    finals: list[Segment] = []
+    driver = StreamDriver(recognizer.create_stream(), finals=recognizer.finals_worker(),
+                          refine=RefineConfig(), on_segment=finals.append)
+    block = max(1, int(block_s * sample_rate))
+    for i in range(0, samples.size, block):
+        driver.accept_waveform(sample_rate, samples[i : i + block])
+        in_flight = driver.refiner._in_flight if driver.refiner is not None else None
+        if in_flight is not None:
+            in_flight.result()
+        driver.take_finals()
+    driver.finish()
+    return finals
 
 
 def measure_second_pass(recognizer: Recognizer, audio: LoopedAudio, seconds: float, streams: int = 1,
