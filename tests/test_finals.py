@@ -173,3 +173,21 @@ def test_file_finals_come_in_order_and_equal_the_synchronous_ones():
 def _audio(path) -> np.ndarray:
     audio, _ = read_audio(path, target_rate=16000)
     return np.concatenate([audio, np.zeros(16000 * 2, np.float32)])  # a pause: an endpoint
+
+
+def test_speech_after_an_early_end_of_text_is_decoded_too():
+    """Two utterances with a 0.6 s pause in one segment: Whisper ends its text after the first (its
+    end-of-text comes at the sentence's end), the first pass heard the second; the final has both."""
+    rec = create_recognizer(RecognizerConfig(device="cpu", threads=2))
+    names = ["1998/1998-15444-0009", "2033/2033-164914-0000", "2033/2033-164914-0001"]
+    gap = np.zeros(9600, np.float32)
+    parts = [read_audio(DEV / f"librispeech/test-other/{n}.flac", target_rate=16000)[0] for n in names]
+    audio = np.concatenate([parts[0], gap, parts[1], gap, parts[2]])[: 20 * 16000]
+    segments = list(transcribe(audio, rec, sample_rate=16000)[0])
+    text = " ".join(s.text for s in segments).lower()
+    assert "poisoning" in text and "heard him not" in text and "sleeping" in text, text
+    words = [w for s in segments for w in s.words]
+    assert all(a.end <= b.start + 1e-6 and a.start <= a.end for a, b in zip(words, words[1:], strict=False))
+    whisper = rec.second_pass.whisper  # the plain decode of the same segment stops early
+    frames = whisper.encode(compute_features(audio, "whisper_log10_mel"))
+    assert "sleeping" not in whisper.decode(frames, audio.size / 16000).text.lower()

@@ -18,6 +18,9 @@ from streamcli.tokens import TokenTable
 from streamcli.whisper.second_pass import MAX_SEGMENT_FRAMES, SecondPassConfig, WhisperSecondPass
 
 NAME = "whisper-tiny.en"
+# Whisper stopped early when the first pass heard this many words starting this long after its last word.
+EARLY_STOP_MIN_WORDS = 3
+EARLY_STOP_GAP_S = 1.0
 
 
 class WhisperFinals:
@@ -62,9 +65,57 @@ class WhisperFinals:
             frames = self.whisper.encode_batch([u.features for u in utterances])
         results = self.whisper.decode_batch(frames, [u.audio_s for u in utterances],
                                             prefixes=[self._prefix(u) for u in utterances])
+        segments = [self._segment(u, r.text, r.token_ids) for u, r in zip(utterances, results, strict=True)]
+        if not self.needs_hidden:
+            segments = self._continue_early_stops(utterances, segments)
         elapsed_ms = (time.perf_counter() - t0) * 1000.0
         self.final_times_ms.extend([elapsed_ms] * len(utterances))
-        return [self._segment(u, r.text, r.token_ids) for u, r in zip(utterances, results, strict=True)]
+        return segments
+
+    def _continue_early_stops(self, utterances: Sequence[ClosedUtterance],
+                              segments: list[Segment | None]) -> list[Segment | None]:
+        """Whisper sometimes ends its text at a sentence's end although speech goes on (two utterances
+        with a short pause between them in one segment): where the first pass heard words well after
+        the last word Whisper wrote, the audio from there on is decoded too and its words appended."""
+        tails: list[tuple[int, float, ClosedUtterance]] = []
+        for i, (utterance, segment) in enumerate(zip(utterances, segments, strict=True)):
+            if segment is None or not segment.words:
+                continue
+            # Forced alignment stretches the last word written over audio it did not write: its end is
+            # where the first pass's word at its start ends.
+            last = segment.words[-1]
+            written_end_s = min(last.end, next(
+                (w.end for w in utterance.first_pass.words if w.end > last.start + 0.2), last.end))
+            missed = [w for w in utterance.first_pass.words if w.start > written_end_s + EARLY_STOP_GAP_S]
+            if len(missed) < EARLY_STOP_MIN_WORDS:
+                continue
+            cut_s = written_end_s
+            frames = int(round((cut_s - utterance.start_s) * 100))
+            per_frame = max(1, round(utterance.features.shape[0] / max(1, utterance.log_probs.shape[0])))
+            if frames <= 0 or frames >= utterance.features.shape[0] - 50:
+                continue
+            frames -= frames % per_frame
+            tail = ClosedUtterance(
+                features=utterance.features[frames:], log_probs=utterance.log_probs[frames // per_frame :],
+                hidden=None, start_frame=utterance.start_frame + frames // per_frame,
+                first_pass=Segment(missed[0].start, missed[-1].end, " ".join(w.word for w in missed),
+                                   words=missed),
+                start_s=utterance.start_s + frames / 100.0)
+            tails.append((i, cut_s, tail))
+        if not tails:
+            return segments
+        frames = self.whisper.encode_batch([t.features for _, _, t in tails])
+        results = self.whisper.decode_batch(frames, [t.audio_s for _, _, t in tails])
+        for (i, cut_s, tail), result in zip(tails, results, strict=True):
+            more = self._segment(tail, result.text, result.token_ids)
+            head = segments[i]
+            if more is None or head is None:
+                continue
+            last = head.words[-1]
+            words = [*head.words[:-1], Word(last.word, last.start, min(last.end, cut_s)), *more.words]
+            segments[i] = Segment(start=head.start, end=words[-1].end, text=" ".join(w.word for w in words),
+                                  words=words, tokens=head.tokens + more.tokens)
+        return segments
 
     def _prefix(self, utterance: ClosedUtterance) -> tuple[int, ...]:
         """The committed words' token ids, when they spell exactly those words (else no prefix: the
