@@ -7,10 +7,9 @@ agree on (LocalAgreement, as whisper_streaming does) are **committed**: they nev
 and the final keeps them as they are; the rest of the newest refinement is **tentative**. Each decode
 (refinement or final) starts from the committed words' tokens as a forced prefix, so it only writes
 what follows them, and at an endpoint a refinement that already heard all of the speech *is* the
-final (no decode of its own). An open
-utterance longer than ``max_open_s`` is cut after its last committed word: those words become a
-segment of their own and the record starts there, so a refinement costs the same however long the
-speaker goes on without a pause.
+final (no decode of its own). An open utterance longer than ``max_open_s`` is cut in a pause between
+committed words: the words before it become a segment of their own and the record starts there, so a
+refinement costs the same however long the speaker goes on without a long pause.
 """
 
 from __future__ import annotations
