@@ -23,7 +23,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 import numpy as np
@@ -57,6 +57,18 @@ class ClosedUtterance:
     @property
     def audio_s(self) -> float:
         return self.features.shape[0] / 100.0
+
+    def after(self, at_s: float) -> ClosedUtterance | None:
+        """The record from stream time ``at_s`` on, in whole encoder frames (the rest of the fields as
+        they are); None when ``at_s`` is not past its first encoder frame."""
+        per_frame = max(1, round(self.features.shape[0] / max(1, self.log_probs.shape[0])))
+        frame_s = per_frame / 100.0
+        skip = min(int((at_s - self.start_s) / frame_s + 1e-6), self.log_probs.shape[0])
+        if skip <= 0:
+            return None
+        return replace(self, features=self.features[skip * per_frame :], log_probs=self.log_probs[skip:],
+                       hidden=None if self.hidden is None else self.hidden[skip:],
+                       start_frame=self.start_frame + skip, start_s=self.start_s + skip * frame_s)
 
 
 class SecondPass(Protocol):
@@ -142,18 +154,18 @@ class UtteranceRecorder:
         record starts later, and a refinement of what is left costs less."""
         if not self._features or self._start_frame is None:
             return
-        encoder_frames = int((at_s - self._start_frame * self.encoder_frame_s) / self.encoder_frame_s + 1e-6)
-        if encoder_frames <= 0:
-            return
         self._compact()
-        per_frame = max(1, round(self._features[0].shape[0] / max(1, self._log_probs[0].shape[0])))
-        encoder_frames = min(encoder_frames, self._log_probs[0].shape[0])
-        self._features = [self._features[0][encoder_frames * per_frame :]]
-        self._log_probs = [self._log_probs[0][encoder_frames:]]
-        if self._hidden:
-            self._hidden = [self._hidden[0][encoder_frames:]]
-        self._frames = self._features[0].shape[0]
-        self._start_frame = (self._start_frame or 0) + encoder_frames
+        hidden = self._hidden[0] if self._hidden else None
+        record = ClosedUtterance(self._features[0], self._log_probs[0], hidden, self._start_frame,
+                                 Segment(0.0, 0.0, ""), start_s=self.start_s or 0.0)
+        rest = record.after(at_s)
+        if rest is None:
+            return
+        self._features, self._log_probs = [rest.features], [rest.log_probs]
+        if rest.hidden is not None:
+            self._hidden = [rest.hidden]
+        self._frames = rest.features.shape[0]
+        self._start_frame = rest.start_frame
 
     def _compact(self) -> None:
         """One array per kind (snapshots are taken often; concatenating once keeps them cheap)."""

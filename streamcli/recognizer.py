@@ -626,7 +626,7 @@ class StreamDriver:
             self._pending.append((completed(self.stream.reset()), None))
             return
         closed_s = time.perf_counter()
-        speech_end_s = self.stream.speech_end_s
+        speech_end_s = self.stream.speech_end_s if self.refiner is not None else 0.0  # before it resets
         segment, utterance = self.stream.close_utterance()
         view = None
         future: Future | None = None

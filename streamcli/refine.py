@@ -20,6 +20,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Protocol
 
+from streamcli.finals import completed
 from streamcli.metrics import normalize_transcript
 from streamcli.results import Segment, Token, Word
 
@@ -168,7 +169,6 @@ class Refiner:
         self._submitted_s = 0.0  # open audio (s) at the last submission
         self._audio_end_s = 0.0  # stream time where the audio of the refinement in flight ends
         self._audio_s = 0.0  # and how much audio it holds
-        self._previous: list[Word] = []  # the newest refinement's words after the committed ones
         self._latest: Segment | None = None  # the newest refinement applied (committed words first)
         self._latest_end_s = 0.0  # stream time where its audio ends
 
@@ -218,16 +218,14 @@ class Refiner:
             agreed -= 1
         if self._audio_s < self.config.commit_from_s:
             agreed = 0
-        before = self.view
+        before, previous = self.view, self.hypothesis
         if agreed:
             self._word_ids += word_token_ids(segment.tokens if segment is not None else [], agreed)
         self.committed += new[:agreed]
         self.hypothesis = new[agreed:]
         limit = self._audio_end_s - self.config.hold_back_s
         candidate = [w for w in self.hypothesis if w.end <= limit]
-        self.tentative = steady([*before.committed, *before.tentative], self.committed, candidate,
-                                self._previous)
-        self._previous = new
+        self.tentative = steady([*before.committed, *before.tentative], self.committed, candidate, previous)
         # Agreed words: the newest refinement's, as shown (not a word steady() kept on screen).
         as_shown = 0
         while as_shown < min(len(self.tentative), len(self.hypothesis)) and \
@@ -250,9 +248,7 @@ class Refiner:
         if margin_s is None or not self.config.bind_finals:
             return None
         if self._latest is not None and self._latest_end_s >= speech_end_s + margin_s:
-            future: Future = Future()
-            future.set_result(self._latest)
-            return future
+            return completed(self._latest)
         in_flight = self._in_flight
         if in_flight is not None and self._audio_end_s >= speech_end_s + margin_s:
             self.worker.promote(in_flight)  # a final now: served before refinements, never dropped

@@ -6,6 +6,7 @@ from __future__ import annotations
 import difflib
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 
 import numpy as np
 
@@ -89,19 +90,12 @@ class WhisperFinals:
             missed = [w for w in utterance.first_pass.words if w.start > written_end_s + EARLY_STOP_GAP_S]
             if len(missed) < EARLY_STOP_MIN_WORDS:
                 continue
-            cut_s = written_end_s
-            frames = int(round((cut_s - utterance.start_s) * 100))
-            per_frame = max(1, round(utterance.features.shape[0] / max(1, utterance.log_probs.shape[0])))
-            if frames <= 0 or frames >= utterance.features.shape[0] - 50:
+            tail = utterance.after(written_end_s)
+            if tail is None or tail.features.shape[0] < 50:  # nothing after it, or under 0.5 s
                 continue
-            frames -= frames % per_frame
-            tail = ClosedUtterance(
-                features=utterance.features[frames:], log_probs=utterance.log_probs[frames // per_frame :],
-                hidden=None, start_frame=utterance.start_frame + frames // per_frame,
-                first_pass=Segment(missed[0].start, missed[-1].end, " ".join(w.word for w in missed),
-                                   words=missed),
-                start_s=utterance.start_s + frames / 100.0)
-            tails.append((i, cut_s, tail))
+            tail = replace(tail, committed=(), committed_ids=(), first_pass=Segment(
+                missed[0].start, missed[-1].end, " ".join(w.word for w in missed), words=missed))
+            tails.append((i, written_end_s, tail))
         if not tails:
             return segments
         frames = self.whisper.encode_batch([t.features for _, _, t in tails])

@@ -318,7 +318,8 @@ class WhisperSecondPass:
         pads = np.array([longest - len(p) for p in forced], np.int64)
         inputs = {"self_key": empty, "self_value": empty, **cross, "cross_frames": cross_frames,
                   "self_pad": pads}
-        feed = np.array([[EOT] * (longest - len(p)) + [SOT, NO_TIMESTAMPS, *p] for p in forced], np.int64)
+        prompts = [[EOT] * int(pad) + [SOT, NO_TIMESTAMPS, *p] for pad, p in zip(pads, forced, strict=True)]
+        feed = np.array(prompts, np.int64)
         max_tokens = [
             max(int(s * cfg.max_tokens_per_s) + 8, len(p) + 8) if guards else MAX_NEW_TOKENS + len(p)
             for s, p in zip(audio_s, forced, strict=True)
